@@ -1,0 +1,55 @@
+# Custos: run `make help` for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Every Go module of the workspace; deploy/tools is a separate tool module outside go.work.
+MODULES := proto pkg services/worker services/cli tests
+BIN     := bin
+GOTEST  ?= go test
+TEST_TIMEOUT ?= 15m
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build every binary into bin/ (bin/custos is the admin CLI)
+	@mkdir -p $(BIN)
+	cd services/cli && go build -o ../../$(BIN)/custos .
+	cd services/worker && go build -o ../../$(BIN)/custos-worker .
+
+.PHONY: demo
+demo: build ## Run the whole pipeline on the embedded default (state under .demo/)
+	$(BIN)/custos demo --dir .demo
+
+.PHONY: test
+test: generate-check lint ## Check generated code and layers, then run every test with -race
+	$(GOTEST) -race -count=1 -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
+
+.PHONY: bench
+bench: build ## Measure throughput, latency and memory against same-run baselines (BENCH lines)
+	cd tests && go run ./cmd/bench -worker-bin ../$(BIN)/custos-worker
+
+.PHONY: generate
+generate: ## Regenerate Go code from proto/ (pure Go, no protoc needed)
+	cd deploy/tools && GOWORK=off GOFLAGS=-mod=mod go run ./protogen -I ../../proto -out ../../proto custos/v1/events.proto
+
+.PHONY: generate-check
+generate-check: generate ## Fail if the committed generated code is stale
+	@git diff --exit-code -- proto/ || { echo "generated code in proto/ is stale: run 'make generate' and commit"; exit 1; }
+
+.PHONY: lint
+lint: ## gofmt, go vet, layer rules, go directives and standalone builds of each module
+	@out=$$(gofmt -l $(MODULES) deploy/tools); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	@bash deploy/lint-layers.sh
+	@for m in services/worker services/cli; do (cd $$m && GOWORK=off go build -o /dev/null . ) || { echo "$$m does not build alone (GOWORK=off)"; exit 1; }; done
+
+.PHONY: tidy
+tidy: ## go mod tidy in every module, then sync the workspace
+	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
+	go work sync
+
+.PHONY: clean
+clean: ## Remove build output and demo state
+	rm -rf $(BIN) .demo

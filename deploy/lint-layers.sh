@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Layer rules: pkg never imports a service; a service never imports another service; storage
+# targets never import the catalog or the worker; production code never imports test helpers.
+set -euo pipefail
+mod=github.com/custos-dev/custos
+fail=0
+check() { # $1 package pattern, $2 forbidden import regexp, $3 rule
+  local bad
+  bad=$(go list -deps -f '{{.ImportPath}}' "$1" 2>/dev/null | grep -E "$2" || true)
+  if [ -n "$bad" ]; then echo "layer rule broken: $3: $1 imports $(echo $bad | tr '\n' ' ')"; fail=1; fi
+}
+for p in $(go list ./pkg/... | grep -v /internal/natstest); do
+  check "$p" "^$mod/services/" "pkg never imports services"
+done
+for p in $(go list ./pkg/target/...); do
+  check "$p" "^$mod/pkg/(catalog|worker|restore|keys)" "targets never import catalog, keys or worker"
+done
+check ./services/worker/... "^$mod/services/cli" "a service never imports another"
+check ./services/cli/... "^$mod/services/worker" "a service never imports another"
+for p in ./services/worker ./services/cli; do
+  check "$p" "^$mod/pkg/(internal/natstest|target/targettest|keys/keystest)$" "production code never imports test helpers"
+done
+# go directives must agree across modules.
+dirs=$(grep -h '^go ' go.work proto/go.mod pkg/go.mod services/*/go.mod tests/go.mod | sort -u | wc -l)
+if [ "$dirs" != 1 ]; then echo "go directives differ between go.work and the modules"; fail=1; fi
+exit $fail
