@@ -1,0 +1,99 @@
+package event
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream defaults.
+const (
+	// DefaultMaxAge is how long CUSTOS_EVENTS keeps events (limits retention, not work-queue:
+	// events stay for replay and audit after the worker acked them).
+	DefaultMaxAge = 7 * 24 * time.Hour
+	// DefaultDLQMaxAge is how long CUSTOS_DLQ keeps rejected events.
+	DefaultDLQMaxAge = 30 * 24 * time.Hour
+	// DuplicateWindow is the JetStream de-duplication window of CUSTOS_EVENTS: a message whose
+	// Nats-Msg-Id (= ce-id) was seen within it is acknowledged as a duplicate and not stored.
+	DuplicateWindow = 2 * time.Minute
+)
+
+// StreamsConfig tunes EnsureStreams. The zero value gives the defaults.
+type StreamsConfig struct {
+	// MaxAge of CUSTOS_EVENTS; 0 means DefaultMaxAge.
+	MaxAge time.Duration
+	// DLQMaxAge of CUSTOS_DLQ; 0 means DefaultDLQMaxAge.
+	DLQMaxAge time.Duration
+	// Replicas of both streams (1, 3 or 5); 0 means 1 (single server). Use 3 in a cluster.
+	Replicas int
+	// MaxBytes bounds each stream's storage; 0 means unlimited.
+	MaxBytes int64
+}
+
+// EventsStreamConfig is the CUSTOS_EVENTS configuration EnsureStreams applies.
+func (c StreamsConfig) EventsStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "Custos trigger events (see docs/events.md)",
+		Subjects:    []string{StreamSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      orDefault(c.MaxAge, DefaultMaxAge),
+		MaxBytes:    orUnlimited(c.MaxBytes),
+		MaxMsgs:     -1,
+		Duplicates:  DuplicateWindow,
+		Replicas:    replicas(c.Replicas),
+	}
+}
+
+// DLQStreamConfig is the CUSTOS_DLQ configuration EnsureStreams applies.
+func (c StreamsConfig) DLQStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        DLQStreamName,
+		Description: "Custos events rejected by the worker; header Custos-Dlq-Reason says why",
+		Subjects:    []string{DLQSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      orDefault(c.DLQMaxAge, DefaultDLQMaxAge),
+		MaxBytes:    orUnlimited(c.MaxBytes),
+		MaxMsgs:     -1,
+		Duplicates:  DuplicateWindow,
+		Replicas:    replicas(c.Replicas),
+	}
+}
+
+// EnsureStreams creates the CUSTOS_EVENTS and CUSTOS_DLQ streams, or updates them to cfg when
+// they exist. It is idempotent and safe to run from every service at start-up.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
+	for _, sc := range []jetstream.StreamConfig{cfg.EventsStreamConfig(), cfg.DLQStreamConfig()} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func orUnlimited(n int64) int64 {
+	if n > 0 {
+		return n
+	}
+	return -1
+}
+
+func replicas(n int) int {
+	if n > 0 {
+		return n
+	}
+	return 1
+}
