@@ -1,0 +1,275 @@
+// Package pack holds the stored formats of Custos: items (one customer record, compressed and
+// encrypted under its customer's data key), packs (items of one data class written together) and
+// manifests (what a pack holds). docs/design.md section 4 and 5 specify the bytes.
+package pack
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/custos-dev/custos/pkg/crypto"
+)
+
+// Named errors, matched with errors.Is.
+var (
+	// ErrCorrupt means stored bytes decrypted but do not hold a well-formed item or manifest.
+	ErrCorrupt = errors.New("pack: corrupt item")
+	// ErrTooLarge means an item expands beyond the limit given to the reader.
+	ErrTooLarge = errors.New("pack: item larger than allowed")
+)
+
+// maxMeta bounds the metadata header of an item so a corrupt length cannot allocate much.
+const maxMeta = 64 << 10
+
+// ItemMeta travels inside the encryption, before the record bytes.
+type ItemMeta struct {
+	V           int       `json:"v"`
+	Tenant      string    `json:"tenant"`
+	CustomerID  string    `json:"customer_id"`
+	RecordKey   string    `json:"record_key"`
+	EventID     string    `json:"event_id"`
+	EventTime   time.Time `json:"event_time"`
+	ContentType string    `json:"content_type,omitempty"`
+	Size        int64     `json:"size"`
+}
+
+// ItemAAD is the associated data that binds an item to its customer, class and id.
+func ItemAAD(pseudonym, class, itemID string) []byte {
+	return crypto.AAD("custos-item", pseudonym, class, itemID)
+}
+
+// Codec compresses and decompresses items. It is safe for concurrent use.
+type Codec struct {
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+// NewCodec returns a codec. The encoder settings are part of what makes re-encryption of the
+// same item byte-identical, so they are fixed here rather than configurable.
+func NewCodec() (*Codec, error) {
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return nil, fmt.Errorf("pack: zstd encoder: %w", err)
+	}
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithDecoderMaxMemory(256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("pack: zstd decoder: %w", err)
+	}
+	return &Codec{enc: enc, dec: dec}, nil
+}
+
+// Close releases the codec's goroutines.
+func (c *Codec) Close() {
+	c.enc.Close()
+	c.dec.Close()
+}
+
+func plaintextHeader(meta ItemMeta) ([]byte, error) {
+	meta.V = 1
+	mb, err := json.Marshal(meta)
+	if err != nil {
+		return nil, fmt.Errorf("pack: encode item meta: %w", err)
+	}
+	out := make([]byte, 4, 4+len(mb))
+	binary.BigEndian.PutUint32(out, uint32(len(mb)))
+	return append(out, mb...), nil
+}
+
+// SealItem compresses and encrypts one record held in memory. The nonce is derived from the
+// compressed bytes, so sealing the same item twice gives the same ciphertext (design.md 4.4).
+func (c *Codec) SealItem(dek []byte, pseudonym, class, itemID string, meta ItemMeta, data []byte) ([]byte, error) {
+	meta.Size = int64(len(data))
+	hdr, err := plaintextHeader(meta)
+	if err != nil {
+		return nil, err
+	}
+	plain := append(hdr, data...)
+	compressed := c.enc.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
+	nonce := crypto.DeriveNonce(dek, itemID, sha256.Sum256(compressed))
+	return crypto.Seal(dek, ItemAAD(pseudonym, class, itemID), nonce, compressed)
+}
+
+// OpenItem authenticates, decrypts and decompresses an item held in memory.
+func (c *Codec) OpenItem(dek []byte, pseudonym, class, itemID string, ciphertext []byte) (ItemMeta, []byte, error) {
+	compressed, err := crypto.Open(dek, ItemAAD(pseudonym, class, itemID), ciphertext)
+	if err != nil {
+		return ItemMeta{}, nil, err
+	}
+	plain, err := c.dec.DecodeAll(compressed, nil)
+	if err != nil {
+		return ItemMeta{}, nil, fmt.Errorf("%w: decompress: %v", ErrCorrupt, err)
+	}
+	return splitPlain(plain)
+}
+
+func splitPlain(plain []byte) (ItemMeta, []byte, error) {
+	if len(plain) < 4 {
+		return ItemMeta{}, nil, fmt.Errorf("%w: short header", ErrCorrupt)
+	}
+	n := binary.BigEndian.Uint32(plain)
+	if n > maxMeta || int(n) > len(plain)-4 {
+		return ItemMeta{}, nil, fmt.Errorf("%w: bad meta length", ErrCorrupt)
+	}
+	var meta ItemMeta
+	if err := json.Unmarshal(plain[4:4+n], &meta); err != nil || meta.V != 1 {
+		return ItemMeta{}, nil, fmt.Errorf("%w: bad meta", ErrCorrupt)
+	}
+	data := plain[4+n:]
+	if int64(len(data)) != meta.Size {
+		return ItemMeta{}, nil, fmt.Errorf("%w: size %d, meta says %d", ErrCorrupt, len(data), meta.Size)
+	}
+	return meta, data, nil
+}
+
+// StreamItem compresses and encrypts a record read from r into w with memory that does not grow
+// with the record's size. meta.Size must be the exact size of r's content. The nonce is random:
+// streaming cannot know the compressed digest in advance (design.md section 6).
+func StreamItem(w io.Writer, dek []byte, pseudonym, class, itemID string, meta ItemMeta, r io.Reader) error {
+	hdr, err := plaintextHeader(meta)
+	if err != nil {
+		return err
+	}
+	nonce, err := crypto.RandomNonce()
+	if err != nil {
+		return err
+	}
+	ew, err := crypto.NewWriter(w, dek, ItemAAD(pseudonym, class, itemID), nonce)
+	if err != nil {
+		return err
+	}
+	zw, err := zstd.NewWriter(ew, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return fmt.Errorf("pack: zstd writer: %w", err)
+	}
+	if _, err := zw.Write(hdr); err != nil {
+		return err
+	}
+	n, err := io.Copy(zw, r)
+	if err != nil {
+		zw.Close()
+		return fmt.Errorf("pack: read record: %w", err)
+	}
+	if n != meta.Size {
+		zw.Close()
+		return fmt.Errorf("pack: record is %d bytes, reference says %d", n, meta.Size)
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return ew.Close()
+}
+
+// ItemReader streams one stored item: Meta is filled before the first Read of the record bytes.
+type ItemReader struct {
+	Meta ItemMeta
+	zr   *zstd.Decoder
+	left int64
+}
+
+// OpenItemStream authenticates and decrypts an item read from r as a stream. Read returns
+// crypto.ErrAuth as soon as a segment fails authentication; a caller must not trust bytes it
+// read before an error.
+func OpenItemStream(r io.Reader, dek []byte, pseudonym, class, itemID string) (*ItemReader, error) {
+	dr, err := crypto.NewReader(r, dek, ItemAAD(pseudonym, class, itemID))
+	if err != nil {
+		return nil, err
+	}
+	zr, err := zstd.NewReader(dr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return nil, fmt.Errorf("pack: zstd reader: %w", err)
+	}
+	var lb [4]byte
+	if _, err := io.ReadFull(zr, lb[:]); err != nil {
+		zr.Close()
+		return nil, streamErr(err)
+	}
+	n := binary.BigEndian.Uint32(lb[:])
+	if n > maxMeta {
+		zr.Close()
+		return nil, fmt.Errorf("%w: bad meta length", ErrCorrupt)
+	}
+	mb := make([]byte, n)
+	if _, err := io.ReadFull(zr, mb); err != nil {
+		zr.Close()
+		return nil, streamErr(err)
+	}
+	it := &ItemReader{zr: zr}
+	if err := json.Unmarshal(mb, &it.Meta); err != nil || it.Meta.V != 1 {
+		zr.Close()
+		return nil, fmt.Errorf("%w: bad meta", ErrCorrupt)
+	}
+	it.left = it.Meta.Size
+	return it, nil
+}
+
+func streamErr(err error) error {
+	if errors.Is(err, crypto.ErrAuth) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrCorrupt, err)
+}
+
+// Read reads record bytes. At the end it checks that the stream ends exactly at meta.Size and
+// that the final segment authenticated.
+func (it *ItemReader) Read(p []byte) (int, error) {
+	if it.left == 0 {
+		// Drain to EOF so the final segment's tag is checked.
+		var one [1]byte
+		n, err := io.ReadFull(it.zr, one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("%w: longer than meta size", ErrCorrupt)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return 0, io.EOF
+		}
+		return 0, streamErr(err)
+	}
+	if int64(len(p)) > it.left {
+		p = p[:it.left]
+	}
+	n, err := it.zr.Read(p)
+	it.left -= int64(n)
+	if err == io.EOF {
+		if it.left > 0 {
+			return n, fmt.Errorf("%w: shorter than meta size", ErrCorrupt)
+		}
+		err = nil
+	} else if err != nil {
+		err = streamErr(err)
+	}
+	return n, err
+}
+
+// Close releases the decoder.
+func (it *ItemReader) Close() error {
+	it.zr.Close()
+	return nil
+}
+
+// ReadAllLimited reads an item stream to the end, refusing more than max bytes.
+func ReadAllLimited(it *ItemReader, max int64) ([]byte, error) {
+	if it.Meta.Size > max {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, it.Meta.Size)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(it.Meta.Size))
+	if _, err := io.Copy(&buf, it); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,136 @@
+package pack
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/custos-dev/custos/pkg/crypto"
+)
+
+// CatalogScope is the key-store scope whose data key encrypts manifests.
+const CatalogScope = "catalog"
+
+// Item is one sealed item waiting to be packed.
+type Item struct {
+	ID        string    // keyed item id (design.md section 2)
+	Customer  string    // customer pseudonym
+	Seq       uint64    // stream sequence of the event that carried it
+	EventTime time.Time // producer's event time
+	Sealed    []byte    // encrypted item bytes
+}
+
+// Entry describes one item inside a pack.
+type Entry struct {
+	ID        string    `json:"id"`
+	Customer  string    `json:"customer"`
+	Seq       uint64    `json:"seq"`
+	EventTime time.Time `json:"event_time"`
+	Offset    int64     `json:"offset"`
+	Length    int64     `json:"length"`
+	SHA256    string    `json:"sha256"`
+}
+
+// Manifest records what a pack holds. It holds no write time, so a pack built twice from the
+// same items has identical manifest bytes.
+type Manifest struct {
+	V           int       `json:"v"`
+	Pack        string    `json:"pack"`
+	Class       string    `json:"class"`
+	Size        int64     `json:"size"`
+	SHA256      string    `json:"sha256"`
+	NewestEvent time.Time `json:"newest_event"`
+	Items       []Entry   `json:"items"`
+}
+
+// Built is a pack ready to write.
+type Built struct {
+	Manifest Manifest
+	Data     []byte
+	Sum      [32]byte
+}
+
+// PackID derives the pack id from its item ids in pack order.
+func PackID(itemIDs []string) string {
+	h := sha256.New()
+	h.Write([]byte("custos-pack-v1"))
+	for _, id := range itemIDs {
+		h.Write([]byte(id))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// ObjectName is the name of a pack object.
+func ObjectName(packID string) string { return "packs/" + packID[:2] + "/" + packID }
+
+// ManifestName is the name of a pack's manifest object.
+func ManifestName(packID string) string { return "manifests/" + packID[:2] + "/" + packID }
+
+// Build orders items by stream sequence and concatenates them. Items with the same id (a
+// duplicate delivery inside one batch) are kept once.
+func Build(class string, items []Item) Built {
+	sorted := make([]Item, 0, len(items))
+	seen := make(map[string]bool, len(items))
+	for _, it := range items {
+		if !seen[it.ID] {
+			seen[it.ID] = true
+			sorted = append(sorted, it)
+		}
+	}
+	sort.Slice(sorted, func(i, j int) bool {
+		if sorted[i].Seq != sorted[j].Seq {
+			return sorted[i].Seq < sorted[j].Seq
+		}
+		return sorted[i].ID < sorted[j].ID
+	})
+	var size int
+	ids := make([]string, len(sorted))
+	for i, it := range sorted {
+		size += len(it.Sealed)
+		ids[i] = it.ID
+	}
+	b := Built{Data: make([]byte, 0, size)}
+	m := Manifest{V: 1, Pack: PackID(ids), Class: class, Items: make([]Entry, len(sorted))}
+	for i, it := range sorted {
+		sum := sha256.Sum256(it.Sealed)
+		m.Items[i] = Entry{ID: it.ID, Customer: it.Customer, Seq: it.Seq, EventTime: it.EventTime.UTC(),
+			Offset: int64(len(b.Data)), Length: int64(len(it.Sealed)), SHA256: hex.EncodeToString(sum[:])}
+		if it.EventTime.After(m.NewestEvent) {
+			m.NewestEvent = it.EventTime.UTC()
+		}
+		b.Data = append(b.Data, it.Sealed...)
+	}
+	b.Sum = sha256.Sum256(b.Data)
+	m.Size = int64(len(b.Data))
+	m.SHA256 = hex.EncodeToString(b.Sum[:])
+	b.Manifest = m
+	return b
+}
+
+func manifestAAD(packID string) []byte { return crypto.AAD("custos-manifest", packID) }
+
+// SealManifest encrypts a manifest under the catalog data key, deterministically.
+func SealManifest(catalogKey []byte, m Manifest) ([]byte, error) {
+	js, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("pack: encode manifest: %w", err)
+	}
+	nonce := crypto.DeriveNonce(catalogKey, m.Pack, sha256.Sum256(js))
+	return crypto.Seal(catalogKey, manifestAAD(m.Pack), nonce, js)
+}
+
+// OpenManifest authenticates and decodes a manifest stored for packID.
+func OpenManifest(catalogKey []byte, packID string, sealed []byte) (Manifest, error) {
+	js, err := crypto.Open(catalogKey, manifestAAD(packID), sealed)
+	if err != nil {
+		return Manifest{}, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(js, &m); err != nil || m.V != 1 || m.Pack != packID {
+		return Manifest{}, fmt.Errorf("%w: manifest %s", ErrCorrupt, packID)
+	}
+	return m, nil
+}

@@ -1,0 +1,162 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/replica"
+	"github.com/custos-dev/custos/pkg/target"
+)
+
+// commitTimeout bounds one pack's writes; a pack that cannot be written in this time is retried.
+const commitTimeout = 5 * time.Minute
+
+// send queues a batch for a committer.
+func (w *Worker) send(b *batch) {
+	select {
+	case w.commits <- b:
+	case <-w.runCtx.Done():
+	}
+}
+
+func (w *Worker) committer() {
+	defer w.wg.Done()
+	for {
+		select {
+		case b := <-w.commits:
+			w.commit(b)
+		case <-w.runCtx.Done():
+			return
+		}
+	}
+}
+
+// classTargets returns the targets a class must be durable in.
+func (w *Worker) classTargets(class string) []target.Target {
+	names := w.cfg.Classes[class].Targets
+	ts := make([]target.Target, len(names))
+	for i, n := range names {
+		ts[i] = w.targets[n]
+	}
+	return ts
+}
+
+// commit writes one pack following the ordering rules of docs/design.md section 5, then
+// acknowledges its events. On failure every event is retried later (or dead-lettered).
+func (w *Worker) commit(b *batch) {
+	links := make([]trace.Link, 0, len(b.events))
+	for _, h := range b.events {
+		links = append(links, trace.Link{SpanContext: h.span.SpanContext()})
+	}
+	built := pack.Build(b.class, b.items)
+	ctx, cancel := context.WithTimeout(w.workCtx, commitTimeout)
+	defer cancel()
+	ctx, span := w.tracer.Start(ctx, "pack.commit", trace.WithLinks(links...), trace.WithNewRoot(),
+		trace.WithAttributes(attribute.String("custos.pack.id", built.Manifest.Pack),
+			attribute.String("custos.class", b.class), attribute.Int("custos.pack.items", len(built.Manifest.Items)),
+			attribute.Int64("custos.pack.bytes", built.Manifest.Size), attribute.Int("custos.pack.events", len(b.events))))
+	defer span.End()
+	for _, h := range b.events {
+		h.span.SetAttributes(attribute.String("custos.pack.id", built.Manifest.Pack))
+	}
+	if b.packID != "" && b.packID != built.Manifest.Pack {
+		// Rebuilding an intent must give the same pack; anything else is a bug worth stopping for.
+		err := fmt.Errorf("rebuilt pack %s does not match its intent %s", built.Manifest.Pack, b.packID)
+		w.failBatch(b, span, err)
+		return
+	}
+	if b.packID == "" {
+		seqs := make([]uint64, len(b.events))
+		for i, h := range b.events {
+			seqs[i] = h.seq
+		}
+		if err := w.intents.publish(ctx, intent{Pack: built.Manifest.Pack, Class: b.class, Seqs: seqs}); err != nil {
+			w.failBatch(b, span, err)
+			return
+		}
+		if hook := w.cfg.testAfterIntent; hook != nil {
+			if err := hook(built.Manifest.Pack); err != nil {
+				w.failBatch(b, span, err)
+				return
+			}
+		}
+	}
+	src := replica.BytesSource(built.Data)
+	if err := w.writePack(ctx, b.class, built.Manifest, built.Sum, src); err != nil {
+		w.failBatch(b, span, err)
+		return
+	}
+	for _, h := range b.events {
+		h.ack()
+	}
+}
+
+// writePack writes the pack, then its manifest, then the index entries, then marks the intent
+// done. It returns nil only when all of them are durable.
+func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, sum [32]byte, src replica.Source) error {
+	targets := w.classTargets(class)
+	if err := w.replicate(ctx, "write pack", targets, pack.ObjectName(m.Pack), m.Size, sum, src); err != nil {
+		return err
+	}
+	catKey, err := w.deps.Keys.DataKey(ctx, pack.CatalogScope)
+	if err != nil {
+		return fmt.Errorf("catalog key: %w", err)
+	}
+	sealed, err := pack.SealManifest(catKey, m)
+	if err != nil {
+		return err
+	}
+	if err := w.replicate(ctx, "write manifest", targets, pack.ManifestName(m.Pack), int64(len(sealed)),
+		sha(sealed), replica.BytesSource(sealed)); err != nil {
+		return err
+	}
+	ictx, span := w.tracer.Start(ctx, "index")
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.Name()
+	}
+	err = w.deps.Index.Commit(ictx, m, names, w.cfg.Clock())
+	span.End()
+	if err != nil {
+		return err
+	}
+	if hook := w.cfg.testAfterIndex; hook != nil {
+		if err := hook(m.Pack); err != nil {
+			return err
+		}
+	}
+	w.intents.done(ctx, m.Pack)
+	w.count(func(s *Stats) {
+		s.Packs++
+		s.Bytes += m.Size
+	})
+	return nil
+}
+
+// replicate writes one object to every target in parallel, one span per target write.
+func (w *Worker) replicate(ctx context.Context, what string, targets []target.Target, name string, size int64, sum [32]byte, src replica.Source) error {
+	ctx, span := w.tracer.Start(ctx, what, trace.WithAttributes(attribute.String("custos.object", name)))
+	defer span.End()
+	res := replica.WriteTraced(ctx, w.tracer, targets, name, size, sum, src, target.PutOptions{})
+	if n := replica.Durable(res); n < len(targets) {
+		err := fmt.Errorf("%s: durable in %d of %d targets: %w", what, n, len(targets), replica.Err(res))
+		span.RecordError(err)
+		return err
+	}
+	return nil
+}
+
+func (w *Worker) failBatch(b *batch, span trace.Span, err error) {
+	span.RecordError(err)
+	span.SetStatus(codes.Error, "pack not committed")
+	w.log.Warn("pack not committed; events will be retried", "class", b.class, "events", len(b.events), "err", err)
+	for _, h := range b.events {
+		h.retryLater(err)
+	}
+}

@@ -1,0 +1,129 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/custos-dev/custos/pkg/target"
+)
+
+// Class says where one data class is written.
+type Class struct {
+	// Targets are the names of the targets every pack of the class must be durable in.
+	Targets []string
+}
+
+// Config configures a worker. Zero values take the documented defaults.
+type Config struct {
+	// Consumer is the durable consumer that all workers share. Default "custos-workers".
+	Consumer string
+	// Classes maps data class names to where they are written. Events naming another class are
+	// dead-lettered.
+	Classes map[string]Class
+	// Targets are every target a class may name, keyed by Target.Name().
+	Targets []target.Target
+	// MaxInFlight bounds events held at once by this worker (received, not yet acknowledged).
+	// Default 4096.
+	MaxInFlight int
+	// PackMaxBytes, PackMaxItems and PackMaxDelay bound a pack: it is written when any is reached.
+	// Defaults 8 MiB, 4096 items, 50 ms.
+	PackMaxBytes int
+	PackMaxItems int
+	PackMaxDelay time.Duration
+	// CommitConcurrency bounds packs being written at once. Default 4.
+	CommitConcurrency int
+	// AckWait is how long the server waits for an acknowledgement or heartbeat before
+	// redelivering. Heartbeats are sent every AckWait/3. Default 30 s.
+	AckWait time.Duration
+	// MaxDeliver is how many deliveries an event gets before it is dead-lettered. Default 5.
+	MaxDeliver int
+	// MaxInlineBytes bounds an inline record (default 256 KiB); MaxEventBytes a whole event
+	// (default 512 KiB); MaxRefBytes a record read by reference (default 64 GiB).
+	MaxInlineBytes int
+	MaxEventBytes  int
+	MaxRefBytes    int64
+	// SpoolDir holds the ciphertext of large items while they are written. Default os.TempDir().
+	SpoolDir string
+	// DrainTimeout bounds how long Stop waits for held work before handing it back. Default 30 s.
+	DrainTimeout time.Duration
+	// Logger and Clock are injected so tests can read logs and fake time.
+	Logger *slog.Logger
+	Clock  func() time.Time
+	// TracerProvider defaults to the global provider.
+	TracerProvider trace.TracerProvider
+
+	// Test hooks simulate a crash at a step of the commit (the error aborts the commit there).
+	testAfterIntent func(packID string) error
+	testAfterIndex  func(packID string) error
+}
+
+func (c *Config) setDefaults() error {
+	if c.Consumer == "" {
+		c.Consumer = "custos-workers"
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 4096
+	}
+	if c.PackMaxBytes <= 0 {
+		c.PackMaxBytes = 8 << 20
+	}
+	if c.PackMaxItems <= 0 {
+		c.PackMaxItems = 4096
+	}
+	if c.PackMaxDelay <= 0 {
+		c.PackMaxDelay = 50 * time.Millisecond
+	}
+	if c.CommitConcurrency <= 0 {
+		c.CommitConcurrency = 4
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if c.MaxInlineBytes <= 0 {
+		c.MaxInlineBytes = 256 << 10
+	}
+	if c.MaxEventBytes <= 0 {
+		c.MaxEventBytes = 512 << 10
+	}
+	if c.MaxRefBytes <= 0 {
+		c.MaxRefBytes = 64 << 30
+	}
+	if c.SpoolDir == "" {
+		c.SpoolDir = os.TempDir()
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if len(c.Classes) == 0 {
+		return errors.New("worker: no data classes configured")
+	}
+	names := map[string]bool{}
+	for _, t := range c.Targets {
+		names[t.Name()] = true
+	}
+	for class, cl := range c.Classes {
+		if len(cl.Targets) == 0 {
+			return fmt.Errorf("worker: class %q has no targets", class)
+		}
+		for _, n := range cl.Targets {
+			if !names[n] {
+				return fmt.Errorf("worker: class %q names unknown target %q", class, n)
+			}
+		}
+	}
+	return nil
+}

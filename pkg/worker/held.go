@@ -1,0 +1,114 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// heldMsg is one event the worker holds: received, not yet acknowledged, naked or dead-lettered.
+// Exactly one of ack, nak or term settles it; later calls do nothing.
+type heldMsg struct {
+	w         *Worker
+	msg       jetstream.Msg
+	seq       uint64
+	delivered uint64
+	received  time.Time
+	ctx       context.Context // carries the event's processing span
+	span      trace.Span
+
+	mu      sync.Mutex
+	settled bool
+	pending int // items of this event not yet durable
+	failed  error
+}
+
+func (w *Worker) hold(msg jetstream.Msg) *heldMsg {
+	h := &heldMsg{w: w, msg: msg, received: w.cfg.Clock()}
+	if md, err := msg.Metadata(); err == nil {
+		h.seq, h.delivered = md.Sequence.Stream, md.NumDelivered
+	}
+	w.mu.Lock()
+	w.held[h] = struct{}{}
+	w.mu.Unlock()
+	return h
+}
+
+// settle runs f once and releases the event's in-flight slot.
+func (h *heldMsg) settle(f func() error, outcome string, err error) {
+	h.mu.Lock()
+	if h.settled {
+		h.mu.Unlock()
+		return
+	}
+	h.settled = true
+	h.mu.Unlock()
+	if ferr := f(); ferr != nil {
+		h.w.log.Warn("settle event", "outcome", outcome, "seq", h.seq, "err", ferr)
+	}
+	w := h.w
+	w.mu.Lock()
+	delete(w.held, h)
+	if outcome == "ack" {
+		w.stats.Events++
+		delete(w.lastErr, h.seq)
+	}
+	w.mu.Unlock()
+	if h.span != nil {
+		if err != nil {
+			h.span.RecordError(err)
+			h.span.SetStatus(codes.Error, outcome)
+		}
+		h.span.End()
+	}
+	<-w.sem
+	w.work.Done()
+}
+
+func (h *heldMsg) ack() {
+	h.settle(func() error {
+		_, span := h.w.tracer.Start(h.ctx, "ack", trace.WithSpanKind(trace.SpanKindConsumer))
+		defer span.End()
+		return h.msg.Ack()
+	}, "ack", nil)
+}
+
+func (h *heldMsg) nak(delay time.Duration) {
+	h.settle(func() error { return h.msg.NakWithDelay(delay) }, "nak", nil)
+}
+
+func (h *heldMsg) term(reason error) {
+	h.settle(func() error { return h.msg.TermWithReason(reason.Error()) }, "term", reason)
+}
+
+func (h *heldMsg) inProgress() {
+	h.mu.Lock()
+	settled := h.settled
+	h.mu.Unlock()
+	if !settled {
+		_ = h.msg.InProgress()
+	}
+}
+
+// retryLater naks with a backoff that grows with deliveries, or dead-letters the event once it
+// has had MaxDeliver deliveries.
+func (h *heldMsg) retryLater(err error) {
+	w := h.w
+	w.mu.Lock()
+	w.lastErr[h.seq] = err.Error()
+	w.mu.Unlock()
+	if h.delivered >= uint64(w.cfg.MaxDeliver) {
+		w.deadLetter(h, "gave up after "+itoa(h.delivered)+" deliveries: "+err.Error())
+		return
+	}
+	delay := time.Duration(1<<min(h.delivered, 6)) * 250 * time.Millisecond
+	w.log.Warn("event will be retried", "seq", h.seq, "delivery", h.delivered, "delay", delay, "err", err)
+	if h.span != nil {
+		h.span.RecordError(err)
+	}
+	h.nak(delay)
+}

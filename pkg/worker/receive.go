@@ -1,0 +1,223 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/keys"
+	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/telemetry"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
+)
+
+// Dead-letter headers added to the original event's headers.
+const (
+	HeaderDLQReason     = "Custos-Dlq-Reason"
+	HeaderDLQSubject    = "Custos-Dlq-Subject"
+	HeaderDLQSeq        = "Custos-Dlq-Stream-Seq"
+	HeaderDLQDeliveries = "Custos-Dlq-Deliveries"
+	HeaderDLQTime       = "Custos-Dlq-Time"
+)
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// receive decodes one event and routes it. A panic while handling it is turned into a retry, so
+// one poison event cannot stop the worker.
+func (w *Worker) receive(h *heldMsg) {
+	msg := h.msg
+	parent := telemetry.Extract(context.Background(), msg.Headers())
+	h.ctx, h.span = w.tracer.Start(parent, "process "+msg.Subject(),
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", msg.Subject()),
+			attribute.String("messaging.consumer.group.name", w.cfg.Consumer),
+			attribute.Int64("messaging.nats.stream.sequence", int64(h.seq)),
+			attribute.Int64("messaging.nats.delivered", int64(h.delivered)),
+		))
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.Error("handler panicked", "seq", h.seq, "panic", fmt.Sprint(r))
+			h.retryLater(fmt.Errorf("handler panicked: %v", r))
+		}
+	}()
+	if h.delivered > uint64(w.cfg.MaxDeliver) {
+		// A worker died during the last allowed delivery; do not try again.
+		w.mu.Lock()
+		last := w.lastErr[h.seq]
+		w.mu.Unlock()
+		if last == "" {
+			last = "no error recorded (worker may have crashed)"
+		}
+		w.deadLetter(h, fmt.Sprintf("delivered %d times, limit %d: %s", h.delivered, w.cfg.MaxDeliver, last))
+		return
+	}
+	_, dspan := w.tracer.Start(h.ctx, "decode")
+	ev, err := event.Decode(msg.Subject(), msg.Headers(), msg.Data(), w.limits)
+	if err != nil {
+		dspan.RecordError(err)
+		dspan.End()
+		w.deadLetter(h, err.Error())
+		return
+	}
+	dspan.End()
+	if id := ev.Meta.GetEventId(); id != "" {
+		h.span.SetAttributes(attribute.String("messaging.message.id", id))
+	}
+	if h.delivered > 1 {
+		w.count(func(s *Stats) { s.Redelivered++ })
+		if w.resumeIntent(h) {
+			return
+		}
+	}
+	w.dispatch(h, ev)
+}
+
+func (w *Worker) dispatch(h *heldMsg, ev *event.Event) {
+	switch m := ev.Msg.(type) {
+	case *custosv1.PostTransaction:
+		w.backup(h, m.GetMeta(), []*custosv1.Record{m.GetRecord()})
+	case *custosv1.ManualRequest:
+		w.backup(h, m.GetMeta(), m.GetRecords())
+	case *custosv1.SuspiciousActivity:
+		w.log.Warn("suspicious activity reported", "class", m.GetMeta().GetDataClass(), "severity", m.GetSeverity(),
+			"customer", w.pseudonym(m.GetMeta()))
+		w.backup(h, m.GetMeta(), m.GetRecords())
+	case *custosv1.DeletionRequest:
+		w.erase(h, m)
+	case *custosv1.ScheduleTick, *custosv1.ComplianceDeadline:
+		// Sources that read data for scheduled backups are not configured in this worker; the
+		// tick is acknowledged so it does not block the stream, and logged for the operator.
+		w.log.Info("scheduled trigger received; no source configured for it", "type", string(ev.Type),
+			"class", ev.Meta.GetDataClass())
+		h.ack()
+	default:
+		w.deadLetter(h, fmt.Sprintf("unsupported event type %T", ev.Msg))
+	}
+}
+
+func (w *Worker) pseudonym(m *custosv1.Meta) string {
+	return w.deps.Pseudonyms.Pseudonym(m.GetTenant(), m.GetCustomerId())
+}
+
+func (w *Worker) itemID(m *custosv1.Meta, idx int) string {
+	return w.deps.Pseudonyms.Pseudonym("item:"+m.GetTenant(), m.GetEventId()+"#"+strconv.Itoa(idx))
+}
+
+// backup seals the event's records and hands them to the class's packer. The event is held
+// until the pack holding them is indexed.
+func (w *Worker) backup(h *heldMsg, meta *custosv1.Meta, records []*custosv1.Record) {
+	if len(records) == 0 {
+		w.log.Info("trigger without records; nothing to back up here", "class", meta.GetDataClass())
+		h.ack()
+		return
+	}
+	for i, r := range records {
+		if r.GetRef() != nil {
+			if len(records) != 1 {
+				w.deadLetter(h, "an event may carry one record by reference, alone")
+				return
+			}
+			w.work.Add(1)
+			go func() {
+				defer w.work.Done()
+				w.backupRef(h, meta, i, r)
+			}()
+			return
+		}
+	}
+	items, err := w.sealInline(h.ctx, h.seq, meta, records)
+	if err != nil {
+		if errors.Is(err, keys.ErrDestroyed) {
+			w.deadLetter(h, "customer was erased; refusing to back up new data for it")
+			return
+		}
+		h.retryLater(err)
+		return
+	}
+	w.packers[meta.GetDataClass()].add(h, items)
+}
+
+// sealInline builds the items of one event. It is deterministic (design.md 4.4), which is what
+// lets a redelivered event rebuild the same pack.
+func (w *Worker) sealInline(ctx context.Context, seq uint64, meta *custosv1.Meta, records []*custosv1.Record) ([]pack.Item, error) {
+	_, span := w.tracer.Start(ctx, "encrypt", trace.WithAttributes(attribute.Int("custos.items", len(records))))
+	defer span.End()
+	pseudo := w.pseudonym(meta)
+	dek, err := w.deps.Keys.DataKey(ctx, pseudo)
+	if err != nil {
+		span.RecordError(err)
+		return nil, fmt.Errorf("data key: %w", err)
+	}
+	items := make([]pack.Item, 0, len(records))
+	for i, r := range records {
+		id := w.itemID(meta, i)
+		im := pack.ItemMeta{Tenant: meta.GetTenant(), CustomerID: meta.GetCustomerId(), RecordKey: r.GetKey(),
+			EventID: meta.GetEventId(), EventTime: meta.GetTime().AsTime().UTC(), ContentType: r.GetContentType()}
+		sealed, err := w.codec.SealItem(dek, pseudo, meta.GetDataClass(), id, im, r.GetInline())
+		if err != nil {
+			span.RecordError(err)
+			return nil, fmt.Errorf("seal item: %w", err)
+		}
+		items = append(items, pack.Item{ID: id, Customer: pseudo, Seq: seq, EventTime: im.EventTime, Sealed: sealed})
+	}
+	w.count(func(s *Stats) { s.Items += int64(len(items)) })
+	return items, nil
+}
+
+// erase destroys a customer's data key: every stored copy becomes unreadable at once.
+func (w *Worker) erase(h *heldMsg, m *custosv1.DeletionRequest) {
+	pseudo := w.pseudonym(m.GetMeta())
+	ctx, span := w.tracer.Start(h.ctx, "erase", trace.WithAttributes(attribute.String("custos.customer", pseudo)))
+	defer span.End()
+	if err := w.deps.Keys.Destroy(ctx, pseudo); err != nil {
+		h.retryLater(fmt.Errorf("destroy data key: %w", err))
+		return
+	}
+	w.log.Info("customer erased (data key destroyed)", "customer", pseudo)
+	w.count(func(s *Stats) { s.Erased++ })
+	h.ack()
+}
+
+// deadLetter copies the event with the reason to the dead-letter stream and terminates it. If
+// the copy cannot be stored, the event is naked instead: it is never dropped.
+func (w *Worker) deadLetter(h *heldMsg, reason string) {
+	msg := h.msg
+	hdr := nats.Header{}
+	for k, v := range msg.Headers() {
+		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		hdr[k] = v
+	}
+	hdr.Set(HeaderDLQReason, reason)
+	hdr.Set(HeaderDLQSubject, msg.Subject())
+	hdr.Set(HeaderDLQSeq, itoa(h.seq))
+	hdr.Set(HeaderDLQDeliveries, itoa(h.delivered))
+	hdr.Set(HeaderDLQTime, w.cfg.Clock().UTC().Format(time.RFC3339Nano))
+	hdr.Set(nats.MsgIdHdr, "dlq-"+itoa(h.seq))
+	subj := event.DLQSubjectPrefix + strings.TrimPrefix(msg.Subject(), event.SubjectPrefix)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := w.deps.JS.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: hdr, Data: msg.Data()}); err != nil {
+		w.log.Error("dead-letter publish failed; event handed back", "seq", h.seq, "err", err)
+		h.nak(time.Second)
+		return
+	}
+	w.log.Warn("event dead-lettered", "seq", h.seq, "subject", msg.Subject(), "reason", reason)
+	w.count(func(s *Stats) { s.DeadLettered++ })
+	h.term(errors.New(reason))
+}
+
+var _ = proto.Clone

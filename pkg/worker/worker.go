@@ -1,0 +1,325 @@
+// Package worker consumes trigger events from JetStream and turns them into encrypted packs
+// durable in every target their data class requires. Any number of workers, on any machines,
+// share one durable pull consumer; docs/design.md describes the ordering rules they follow.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/custos-dev/custos/pkg/catalog"
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/keys"
+	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/target"
+)
+
+// Deps are the parts a worker works with; they outlive it.
+type Deps struct {
+	JS         jetstream.JetStream
+	Keys       keys.Store
+	Pseudonyms keys.Pseudonymizer
+	Index      *catalog.Index
+}
+
+// Stats counts what a worker did; read it with Worker.Stats.
+type Stats struct {
+	Events       int64 // events acknowledged after their data was durable (or nothing to store)
+	Items        int64 // items sealed
+	Packs        int64 // packs committed by this worker
+	Bytes        int64 // pack bytes written per target
+	DeadLettered int64
+	Redelivered  int64
+	Erased       int64
+}
+
+// Worker is one worker process's consumer. Start it once; Stop drains it.
+type Worker struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	tracer  trace.Tracer
+	codec   *pack.Codec
+	targets map[string]target.Target
+	limits  event.Limits
+	events  jetstream.Stream
+	intents *intentTable
+
+	sem     chan struct{} // one slot per held event
+	commits chan *batch
+	packers map[string]*packer
+
+	mu      sync.Mutex
+	held    map[*heldMsg]struct{}
+	stats   Stats
+	lastErr map[uint64]string
+
+	runCtx context.Context
+	cancel context.CancelFunc
+	// workCtx bounds writes in progress; handBack cancels it so a drain that timed out ends.
+	workCtx    context.Context
+	abortWork  context.CancelFunc
+	handedBack atomic.Bool
+	iter       jetstream.MessagesContext
+	fetched    chan struct{}  // closed when the consumer loop has returned
+	inbox      chan *heldMsg  // received events waiting for a decoder
+	wg         sync.WaitGroup // consumer loop, heartbeat, committers
+	work       sync.WaitGroup // handlers of held events
+	started    bool
+	stopped    bool
+	stopMu     sync.Mutex
+}
+
+// New validates the configuration and returns a worker that is not yet consuming.
+func New(deps Deps, cfg Config) (*Worker, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if deps.JS == nil || deps.Keys == nil || deps.Pseudonyms == nil || deps.Index == nil {
+		return nil, errors.New("worker: JetStream, key store, pseudonymizer and index are required")
+	}
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	w := &Worker{
+		cfg: cfg, deps: deps, log: cfg.Logger.With("component", "worker"),
+		tracer:  tp.Tracer("github.com/custos-dev/custos/pkg/worker"),
+		targets: map[string]target.Target{},
+		sem:     make(chan struct{}, cfg.MaxInFlight),
+		commits: make(chan *batch, cfg.CommitConcurrency),
+		packers: map[string]*packer{},
+		held:    map[*heldMsg]struct{}{},
+		lastErr: map[uint64]string{},
+	}
+	for _, t := range cfg.Targets {
+		w.targets[t.Name()] = t
+	}
+	classes := make([]string, 0, len(cfg.Classes))
+	for name := range cfg.Classes {
+		classes = append(classes, name)
+		w.packers[name] = newPacker(w, name)
+	}
+	w.limits = event.Limits{Classes: classes, MaxInlineBytes: cfg.MaxInlineBytes, MaxEventBytes: cfg.MaxEventBytes}
+	return w, nil
+}
+
+// Start creates the streams and the shared consumer if needed and begins consuming. It returns
+// once consumption has started; calling it twice is an error.
+func (w *Worker) Start(ctx context.Context) error {
+	w.stopMu.Lock()
+	defer w.stopMu.Unlock()
+	if w.started {
+		return errors.New("worker: already started")
+	}
+	codec, err := pack.NewCodec()
+	if err != nil {
+		return err
+	}
+	w.codec = codec
+	if err := EnsureStreams(ctx, w.deps.JS); err != nil {
+		return err
+	}
+	w.events, err = w.deps.JS.Stream(ctx, event.StreamName)
+	if err != nil {
+		return fmt.Errorf("worker: events stream: %w", err)
+	}
+	cons, err := w.deps.JS.CreateOrUpdateConsumer(ctx, event.StreamName, jetstream.ConsumerConfig{
+		Durable:       w.cfg.Consumer,
+		Description:   "Custos workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxDeliver:    -1, // the worker dead-letters after cfg.MaxDeliver itself, with the reason
+		MaxAckPending: 1 << 20,
+		FilterSubject: event.SubjectPrefix + ">",
+	})
+	if err != nil {
+		return fmt.Errorf("worker: consumer %s: %w", w.cfg.Consumer, err)
+	}
+	w.runCtx, w.cancel = context.WithCancel(context.Background())
+	w.workCtx, w.abortWork = context.WithCancel(context.Background())
+	w.intents = newIntentTable(w.deps.JS, w.log)
+	if err := w.intents.start(w.runCtx, w.cfg.Clock().Add(-w.intentHorizon())); err != nil {
+		w.cancel()
+		return err
+	}
+	batchSize := min(w.cfg.MaxInFlight, 1024)
+	w.iter, err = cons.Messages(jetstream.PullMaxMessages(batchSize))
+	if err != nil {
+		w.cancel()
+		return fmt.Errorf("worker: consume: %w", err)
+	}
+	for range w.cfg.CommitConcurrency {
+		w.wg.Add(1)
+		go w.committer()
+	}
+	w.fetched = make(chan struct{})
+	// Decoding and sealing are CPU work: spread them over the cores.
+	w.inbox = make(chan *heldMsg, runtime.GOMAXPROCS(0))
+	for range runtime.GOMAXPROCS(0) {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for h := range w.inbox {
+				w.receive(h)
+			}
+		}()
+	}
+	w.wg.Add(2)
+	go w.consume()
+	go w.heartbeat()
+	w.started = true
+	w.log.Info("worker started", "consumer", w.cfg.Consumer, "max_in_flight", w.cfg.MaxInFlight)
+	return nil
+}
+
+// intentHorizon is how far back a redelivered event's pack intent can be.
+func (w *Worker) intentHorizon() time.Duration {
+	return w.cfg.AckWait * time.Duration(w.cfg.MaxDeliver+2)
+}
+
+// Stop drains the worker: it stops fetching, finishes and acknowledges what it holds, and hands
+// back (naks) whatever is still held after DrainTimeout. It is safe before Start and twice.
+func (w *Worker) Stop(ctx context.Context) error {
+	w.stopMu.Lock()
+	defer w.stopMu.Unlock()
+	if !w.started || w.stopped {
+		return nil
+	}
+	w.stopped = true
+	// Drain hands over the events already buffered; the loop returns once they are received.
+	w.iter.Drain()
+	done := make(chan struct{})
+	go func() {
+		<-w.fetched
+		w.work.Wait() // safe: nothing adds to work once the loop has returned
+		close(done)
+	}()
+	// Flush partial packs now rather than waiting for their age limit.
+	flushT := time.NewTicker(10 * time.Millisecond)
+	deadline := time.NewTimer(w.cfg.DrainTimeout)
+	defer flushT.Stop()
+	defer deadline.Stop()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-flushT.C:
+			for _, p := range w.packers {
+				p.flush()
+			}
+		case <-deadline.C:
+			w.handBack("drain timeout")
+			<-done
+			break wait
+		case <-ctx.Done():
+			w.handBack("stop cancelled")
+			<-done
+			break wait
+		}
+	}
+	for _, p := range w.packers {
+		p.discard()
+	}
+	w.cancel()
+	w.abortWork()
+	w.wg.Wait()
+	w.intents.stop()
+	w.codec.Close()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// handBack naks every held event so another worker takes it now.
+func (w *Worker) handBack(why string) {
+	w.handedBack.Store(true)
+	w.abortWork()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.log.Warn("handing back held events", "reason", why, "events", len(w.held))
+	for h := range w.held {
+		h.nak(0)
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (w *Worker) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
+}
+
+func (w *Worker) count(f func(*Stats)) {
+	w.mu.Lock()
+	f(&w.stats)
+	w.mu.Unlock()
+}
+
+// consume fetches events while the worker runs, holding at most MaxInFlight at once.
+func (w *Worker) consume() {
+	defer w.wg.Done()
+	defer close(w.fetched)
+	defer close(w.inbox)
+	for {
+		select {
+		case w.sem <- struct{}{}:
+		case <-w.runCtx.Done():
+			return
+		}
+		msg, err := w.iter.Next()
+		if err != nil {
+			<-w.sem
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			w.log.Warn("fetch failed", "err", err)
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-w.runCtx.Done():
+				return
+			}
+			continue
+		}
+		w.work.Add(1)
+		h := w.hold(msg)
+		if w.handedBack.Load() {
+			h.nak(0)
+			continue
+		}
+		w.inbox <- h
+	}
+}
+
+// heartbeat tells the server that held events are still being worked on.
+func (w *Worker) heartbeat() {
+	defer w.wg.Done()
+	t := time.NewTicker(w.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.runCtx.Done():
+			return
+		case <-t.C:
+			w.mu.Lock()
+			hs := make([]*heldMsg, 0, len(w.held))
+			for h := range w.held {
+				hs = append(hs, h)
+			}
+			w.mu.Unlock()
+			for _, h := range hs {
+				h.inProgress()
+			}
+		}
+	}
+}
