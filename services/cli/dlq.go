@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/worker"
+)
+
+func dlqCmd() *cobra.Command {
+	var limit int
+	return withLimit(&cobra.Command{
+		Use:   "dlq",
+		Short: "List dead-lettered events with the reason each was rejected",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfgPath, _ := cmd.Flags().GetString("config")
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			parts, err := cfg.Open(cmd.Context(), "custos-dlq", logger())
+			if err != nil {
+				return err
+			}
+			defer parts.Close()
+			return listDLQ(cmd.Context(), parts.JS, limit)
+		},
+	}, &limit)
+}
+
+func withLimit(cmd *cobra.Command, limit *int) *cobra.Command {
+	cmd.Flags().IntVar(limit, "limit", 100, "show at most this many, newest last")
+	return cmd
+}
+
+func listDLQ(ctx context.Context, js jetstream.JetStream, limit int) error {
+	s, err := js.Stream(ctx, event.DLQStreamName)
+	if err != nil {
+		return fmt.Errorf("dead-letter stream: %w", err)
+	}
+	info := s.CachedInfo()
+	fmt.Printf("%d dead-lettered events\n", info.State.Msgs)
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	start := info.State.FirstSeq
+	if info.State.Msgs > uint64(limit) {
+		start = info.State.LastSeq - uint64(limit) + 1
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start})
+	if err != nil {
+		return err
+	}
+	for n := 0; n < limit; n++ {
+		msg, err := c.Next(jetstream.FetchMaxWait(2 * time.Second))
+		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		h := msg.Headers()
+		fmt.Printf("%s seq=%s id=%s deliveries=%s reason=%q\n", h.Get(worker.HeaderDLQTime), h.Get(worker.HeaderDLQSeq),
+			h.Get(event.HeaderID), h.Get(worker.HeaderDLQDeliveries), h.Get(worker.HeaderDLQReason))
+		if md, _ := msg.Metadata(); md != nil && md.NumPending == 0 {
+			break
+		}
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+// Command custos is the Custos admin CLI: restore customers, run the demo, inspect dead letters.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries an exit code without printing usage.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	root := &cobra.Command{
+		Use:           "custos",
+		Short:         "Custos: encrypted, replicated, event-driven backups of customer data",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
+	root.AddCommand(restoreCmd(), demoCmd(), dlqCmd())
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "custos:", err)
+		if e, ok := err.(*exitError); ok {
+			os.Exit(e.code)
+		}
+		os.Exit(1)
+	}
+}
+
+func logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}

@@ -1,0 +1,100 @@
+// Command custos-worker consumes Custos trigger events and writes encrypted packs to the
+// configured targets. Run as many as needed, on any machines, against one NATS cluster; they
+// share the work. SIGTERM drains: held events finish or are handed back, none is lost.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+
+	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/telemetry"
+	"github.com/custos-dev/custos/pkg/worker"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "custos-worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfgPath := flag.String("config", "custos.yaml", "configuration file")
+	name := flag.String("name", "custos-worker", "worker name in logs and NATS connection")
+	jsonLogs := flag.Bool("json-logs", false, "log JSON lines instead of text")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile to this file until exit")
+	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
+	if *jsonLogs {
+		h = slog.NewJSONHandler(os.Stderr, nil)
+	}
+	log := slog.New(h).With("worker", *name)
+
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	shutdown, err := telemetry.Setup(ctx, telemetry.Config{
+		ServiceName: "custos-worker", Exporter: cfg.Telemetry.Exporter, Endpoint: cfg.Telemetry.Endpoint})
+	if err != nil {
+		return err
+	}
+	defer shutdown(context.Background())
+
+	parts, err := cfg.Open(ctx, *name, log)
+	if err != nil {
+		return err
+	}
+	defer parts.Close()
+
+	classes := map[string]worker.Class{}
+	for n, c := range cfg.Classes {
+		classes[n] = worker.Class{Targets: cfg.TargetNames(c.Targets)}
+	}
+	wc := cfg.Worker
+	w, err := worker.New(worker.Deps{JS: parts.JS, Keys: parts.Keys, Pseudonyms: parts.KMS, Index: parts.Index},
+		worker.Config{
+			Classes: classes, Targets: parts.Targets, Logger: log,
+			MaxInFlight: wc.MaxInFlight, PackMaxBytes: wc.PackMaxBytes, PackMaxItems: wc.PackMaxItems,
+			PackMaxDelay: wc.PackMaxDelay, AckWait: wc.AckWait, MaxDeliver: wc.MaxDeliver,
+			MaxInlineBytes: wc.MaxInlineBytes, SpoolDir: cfg.Path(wc.SpoolDir), DrainTimeout: wc.DrainTimeout,
+		})
+	if err != nil {
+		return err
+	}
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("signal received; draining")
+	stopCtx, cancel := context.WithTimeout(context.Background(), wc.DrainTimeout+30e9)
+	defer cancel()
+	if err := w.Stop(stopCtx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	s := w.Stats()
+	log.Info("worker exited", "events", s.Events, "packs", s.Packs, "items", s.Items, "dead_lettered", s.DeadLettered)
+	return nil
+}

@@ -1,0 +1,467 @@
+// Command bench measures Custos against baselines taken in the same run and prints one figure
+// a line as "BENCH <name> <value> <unit>". Workers run as separate processes, as in production;
+// the broker is the embedded JetStream server.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/worker"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
+	"github.com/custos-dev/custos/tests/harness"
+)
+
+var (
+	workerBin = flag.String("worker-bin", "", "worker binary (default: build from this checkout)")
+	events    = flag.Int("events", 20000, "events for the throughput runs")
+	bigMiB    = flag.Int("big-mib", 1024, "size of the large item in MiB")
+	latencyS  = flag.Duration("latency-for", 5*time.Second, "how long to publish at half rate for latency")
+)
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(name string, v float64, unit string) { fmt.Printf("BENCH %s %.3f %s\n", name, v, unit) }
+
+func run() error {
+	ctx := context.Background()
+	bin := *workerBin
+	if bin == "" {
+		var err error
+		if bin, err = harness.WorkerBinary(); err != nil {
+			return err
+		}
+	}
+	payload := record(1024)
+
+	raw, err := rawJetStream(ctx, *events, payload)
+	if err != nil {
+		return fmt.Errorf("raw baseline: %w", err)
+	}
+	e2e, err := endToEnd(ctx, bin, *events, payload)
+	if err != nil {
+		return fmt.Errorf("end to end: %w", err)
+	}
+	bench("raw_jetstream_events_per_s", raw, "events/s")
+	bench("e2e_events_per_s", e2e, "events/s")
+	bench("e2e_vs_raw_ratio", e2e/raw, "ratio")
+
+	p50, p99, err := latency(ctx, bin, e2e/2, *latencyS, payload)
+	if err != nil {
+		return fmt.Errorf("latency: %w", err)
+	}
+	bench("latency_p50_ms", p50, "ms")
+	bench("latency_p99_ms", p99, "ms")
+
+	rss1, _, err := largeItem(ctx, bin, 1<<20)
+	if err != nil {
+		return fmt.Errorf("1 MiB item: %w", err)
+	}
+	rssBig, bulk, err := largeItem(ctx, bin, int64(*bigMiB)<<20)
+	if err != nil {
+		return fmt.Errorf("large item: %w", err)
+	}
+	rawPipe := rawPipeline(int64(*bigMiB) << 20)
+	bench("bulk_mb_per_s", bulk, "MB/s")
+	bench("raw_pipeline_mb_per_s", rawPipe, "MB/s")
+	bench("bulk_vs_raw_ratio", bulk/rawPipe, "ratio")
+	bench("worker_rss_1mib_mib", rss1, "MiB")
+	bench(fmt.Sprintf("worker_rss_%s_mib", sizeName(*bigMiB)), rssBig, "MiB")
+	bench("worker_rss_ratio", rssBig/rss1, "ratio")
+	return nil
+}
+
+func sizeName(mib int) string {
+	if mib%1024 == 0 {
+		return strconv.Itoa(mib/1024) + "gib"
+	}
+	return strconv.Itoa(mib) + "mib"
+}
+
+// record is JSON-like customer data: compressible the way real records are.
+func record(n int) []byte {
+	var b bytes.Buffer
+	r := mrand.New(mrand.NewPCG(1, 2))
+	for b.Len() < n {
+		fmt.Fprintf(&b, `{"sku":"SKU-%06d","qty":%d,"price":%d.%02d},`, r.IntN(1e6), r.IntN(9)+1, r.IntN(500), r.IntN(100))
+	}
+	return b.Bytes()[:n]
+}
+
+func newStack(o harness.Options) (*harness.Stack, error) {
+	dir, err := os.MkdirTemp("", "custos-bench-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := harness.Start(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	return s, worker.EnsureStreams(context.Background(), s.JS)
+}
+
+func closeStack(s *harness.Stack) {
+	s.Close()
+	os.RemoveAll(s.Dir)
+}
+
+// rawJetStream publishes n events of the same size to a plain stream and consumes them with a
+// pull consumer, acknowledging each: the broker's own ceiling on this machine.
+func rawJetStream(ctx context.Context, n int, payload []byte) (float64, error) {
+	s, err := newStack(harness.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer closeStack(s)
+	if _, err := s.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Storage: jetstream.FileStorage}); err != nil {
+		return 0, err
+	}
+	cons, err := s.JS.CreateConsumer(ctx, "RAW", jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		return 0, err
+	}
+	// The consumer runs on its own connection, as a worker process would.
+	nc2, err := nats.Connect(s.NATS.URL())
+	if err != nil {
+		return 0, err
+	}
+	defer nc2.Close()
+	js2, _ := jetstream.New(nc2)
+	cons2, err := js2.Consumer(ctx, "RAW", cons.CachedInfo().Name)
+	if err != nil {
+		return 0, err
+	}
+	var got sync.WaitGroup
+	got.Add(n)
+	cc, err := cons2.Consume(func(m jetstream.Msg) {
+		m.Ack()
+		got.Done()
+	}, jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Stop()
+	start := time.Now()
+	for i := range n {
+		if _, err := s.JS.PublishAsync("raw.post_transaction", payload, jetstream.WithMsgID("raw-"+strconv.Itoa(i))); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-s.JS.PublishAsyncComplete():
+	case <-time.After(2 * time.Minute):
+		return 0, fmt.Errorf("publishes not acknowledged")
+	}
+	got.Wait()
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func postTx(i int, payload []byte) *custosv1.PostTransaction {
+	return &custosv1.PostTransaction{
+		Meta: &custosv1.Meta{EventId: "ev-" + strconv.Itoa(i), Time: timestamppb.Now(), Tenant: "bench",
+			CustomerId: "cust-" + strconv.Itoa(i%1000), DataClass: "critical"},
+		Record: &custosv1.Record{Key: "orders/" + strconv.Itoa(i%7), ContentType: "application/json",
+			Source: &custosv1.Record_Inline{Inline: payload}},
+	}
+}
+
+// endToEnd publishes n events and measures until every one is durable in three targets.
+func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, error) {
+	s, err := newStack(harness.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer closeStack(s)
+	w, err := s.StartWorker(bin, "bench")
+	if err != nil {
+		return 0, err
+	}
+	defer w.Stop(time.Minute)
+	// Warm up: keys for every customer exist before timing, as in a running system.
+	if err := publishN(ctx, s, 0, 1000, payload); err != nil {
+		return 0, err
+	}
+	if err := s.WaitSettled(ctx, 2*time.Minute); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := publishN(ctx, s, 1000, n, payload); err != nil {
+		return 0, err
+	}
+	if err := s.WaitSettled(ctx, 5*time.Minute); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func publishN(ctx context.Context, s *harness.Stack, from, n int, payload []byte) error {
+	p, err := producer.New(s.JS, "urn:custos:bench")
+	if err != nil {
+		return err
+	}
+	for i := from; i < from+n; i++ {
+		if _, err := p.PublishPostTransactionAsync(ctx, postTx(i, payload)); err != nil {
+			return err
+		}
+	}
+	return p.Flush(ctx)
+}
+
+// latency publishes at a fixed rate and measures, per event, the time from publish to the
+// moment its pack is committed (the intent's done mark, written just before the ack).
+func latency(ctx context.Context, bin string, rate float64, d time.Duration, payload []byte) (float64, float64, error) {
+	s, err := newStack(harness.Options{})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer closeStack(s)
+	w, err := s.StartWorker(bin, "bench")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.Stop(time.Minute)
+	if err := publishN(ctx, s, 0, 1000, payload); err != nil {
+		return 0, 0, err
+	}
+	if err := s.WaitSettled(ctx, 2*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	var mu sync.Mutex
+	packSeqs := map[string][]uint64{}
+	doneAt := map[uint64]time.Time{}
+	sub, err := s.NC.Subscribe(worker.IntentSubjectPrefix+">", func(m *nats.Msg) {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(m.Subject, worker.IntentSubjectPrefix), ".done"); ok {
+			for _, seq := range packSeqs[id] {
+				doneAt[seq] = now
+			}
+			return
+		}
+		var in struct {
+			Pack string
+			Seqs []uint64
+		}
+		if jsonUnmarshal(m.Data, &in) == nil {
+			packSeqs[in.Pack] = in.Seqs
+		}
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer sub.Unsubscribe()
+	p, err := producer.New(s.JS, "urn:custos:bench")
+	if err != nil {
+		return 0, 0, err
+	}
+	sent := map[uint64]time.Time{}
+	interval := time.Duration(float64(time.Second) / rate)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	type pending struct {
+		f  *producer.Future
+		at time.Time
+	}
+	var pend []pending
+	for i := 1000; time.Now().Before(end); i++ {
+		<-tick.C
+		at := time.Now()
+		f, err := p.PublishPostTransactionAsync(ctx, postTx(i, payload))
+		if err != nil {
+			return 0, 0, err
+		}
+		pend = append(pend, pending{f, at})
+	}
+	for _, pe := range pend {
+		ack, err := pe.f.Wait(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		sent[ack.Sequence] = pe.at
+	}
+	if err := s.WaitSettled(ctx, 2*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	var lat []float64
+	for seq, at := range sent {
+		if done, ok := doneAt[seq]; ok {
+			lat = append(lat, float64(done.Sub(at).Microseconds())/1000)
+		}
+	}
+	if len(lat) < len(sent)*9/10 {
+		return 0, 0, fmt.Errorf("saw commits for only %d of %d events", len(lat), len(sent))
+	}
+	sort.Float64s(lat)
+	return pct(lat, 0.50), pct(lat, 0.99), nil
+}
+
+func pct(sorted []float64, q float64) float64 {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(i, 0)]
+}
+
+// largeItem backs up one item of size bytes by reference with a fresh worker process and
+// returns the worker's peak RSS (MiB) and the throughput from event to durable (MB/s).
+func largeItem(ctx context.Context, bin string, size int64) (float64, float64, error) {
+	s, err := newStack(harness.Options{AckWait: 30 * time.Second})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer closeStack(s)
+	obs, err := s.JS.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "bench-uploads", Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, 0, err
+	}
+	pr, pw, _ := os.Pipe()
+	go func() {
+		writeData(pw, size)
+		pw.Close()
+	}()
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: "item"}, pr); err != nil {
+		return 0, 0, err
+	}
+	w, err := s.StartWorker(bin, "bench")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.Stop(time.Minute)
+	p, err := producer.New(s.JS, "urn:custos:bench")
+	if err != nil {
+		return 0, 0, err
+	}
+	// Let the worker start before timing.
+	time.Sleep(500 * time.Millisecond)
+	ev := &custosv1.PostTransaction{
+		Meta: &custosv1.Meta{EventId: "big", Time: timestamppb.Now(), Tenant: "bench", CustomerId: "cust-big", DataClass: "critical"},
+		Record: &custosv1.Record{Key: "export", Source: &custosv1.Record_Ref{Ref: &custosv1.RecordRef{
+			Uri: "nats-object://bench-uploads/item", Size: size}}},
+	}
+	start := time.Now()
+	if _, err := p.PublishPostTransaction(ctx, ev); err != nil {
+		return 0, 0, err
+	}
+	if err := s.WaitSettled(ctx, 10*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	elapsed := time.Since(start)
+	rss, err := peakRSS(w.Cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	return rss, float64(size) / 1e6 / elapsed.Seconds(), nil
+}
+
+// writeData writes size bytes of log-like data: compressible, as real exports are.
+func writeData(w *os.File, size int64) {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	r := mrand.New(mrand.NewPCG(3, 4))
+	var line []byte
+	for n := int64(0); n < size; {
+		line = fmt.Appendf(line[:0], "2026-11-23T10:%02d:%02d order=%d sku=SKU-%06d qty=%d status=shipped\n",
+			r.IntN(60), r.IntN(60), r.Int64N(1e9), r.IntN(1e6), r.IntN(9)+1)
+		if rem := size - n; int64(len(line)) > rem {
+			line = line[:rem]
+		}
+		bw.Write(line)
+		n += int64(len(line))
+	}
+	bw.Flush()
+}
+
+func peakRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM for pid %d", pid)
+}
+
+// rawPipeline runs zstd (same level) and AES-256-GCM (64 KiB segments) alone over the same
+// kind of data, in memory, on one core: the ceiling for the bulk path.
+func rawPipeline(size int64) float64 {
+	size = min(size, 256<<20)
+	f, _ := os.CreateTemp("", "custos-raw-")
+	defer os.Remove(f.Name())
+	writeData(f, size)
+	f.Close()
+	data, _ := os.ReadFile(f.Name())
+	key := make([]byte, 32)
+	rand.Read(key)
+	blk, _ := aes.NewCipher(key)
+	gcm, _ := cipher.NewGCM(blk)
+	nonce := make([]byte, 12)
+	seg := make([]byte, 0, 64<<10+16)
+	start := time.Now()
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
+	sink := &gcmSink{gcm: gcm, nonce: nonce, seg: seg}
+	enc.Reset(sink)
+	enc.Write(data)
+	enc.Close()
+	sink.flush()
+	return float64(size) / 1e6 / time.Since(start).Seconds()
+}
+
+type gcmSink struct {
+	gcm   cipher.AEAD
+	nonce []byte
+	seg   []byte
+	buf   []byte
+	n     uint64
+}
+
+func (s *gcmSink) Write(p []byte) (int, error) {
+	s.buf = append(s.buf, p...)
+	for len(s.buf) >= 64<<10 {
+		s.seal(s.buf[:64<<10])
+		s.buf = s.buf[64<<10:]
+	}
+	return len(p), nil
+}
+
+func (s *gcmSink) seal(b []byte) {
+	s.n++
+	s.nonce[0] = byte(s.n)
+	s.seg = s.gcm.Seal(s.seg[:0], s.nonce, b, nil)
+}
+
+func (s *gcmSink) flush() { s.seal(s.buf) }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -1,0 +1,245 @@
+// Package harness runs Custos as separate processes for end-to-end tests and benchmarks: an
+// embedded JetStream server, worker binaries built from this checkout, and a config file.
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/devstack"
+	"github.com/custos-dev/custos/pkg/event"
+)
+
+// RepoRoot walks up from the working directory to the directory holding go.work.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.work not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+var (
+	buildOnce sync.Once
+	builtPath string
+	buildErr  error
+)
+
+// WorkerBinary builds the worker from this checkout once per process and returns its path.
+func WorkerBinary() (string, error) {
+	buildOnce.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "custos-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtPath = filepath.Join(dir, "custos-worker")
+		cmd := exec.Command("go", "build", "-o", builtPath, "./services/worker")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build worker: %v\n%s", err, out)
+		}
+	})
+	return builtPath, buildErr
+}
+
+// Stack is a running embedded JetStream server plus a config file for workers.
+type Stack struct {
+	Dir     string
+	NATS    *devstack.NATS
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Config  string
+	Targets []string
+}
+
+// Options shape the config file.
+type Options struct {
+	Targets      int           // fs targets, default 3
+	AckWait      time.Duration // default 2s
+	PackMaxDelay time.Duration // default 50ms
+	PackMaxBytes int           // default worker default
+	MaxInFlight  int
+}
+
+// Start runs the server and writes dir/custos.yaml.
+func Start(dir string, o Options) (*Stack, error) {
+	if o.Targets == 0 {
+		o.Targets = 3
+	}
+	if o.AckWait == 0 {
+		o.AckWait = 2 * time.Second
+	}
+	if o.PackMaxDelay == 0 {
+		o.PackMaxDelay = 50 * time.Millisecond
+	}
+	ns, err := devstack.StartNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{Dir: dir, NATS: ns}
+	var b strings.Builder
+	fmt.Fprintf(&b, "nats:\n  url: %s\nkeys:\n  file: custos.key\n  create: true\ntargets:\n", ns.URL())
+	var names []string
+	for i := range o.Targets {
+		n := fmt.Sprintf("t%d", i)
+		names = append(names, n)
+		s.Targets = append(s.Targets, filepath.Join(dir, "targets", n))
+		fmt.Fprintf(&b, "  - name: %s\n    kind: fs\n    path: targets/%s\n", n, n)
+	}
+	fmt.Fprintf(&b, "classes:\n")
+	for _, c := range []string{"critical", "important", "non_essential"} {
+		fmt.Fprintf(&b, "  %s:\n    targets: [%s]\n", c, strings.Join(names, ", "))
+	}
+	fmt.Fprintf(&b, "worker:\n  ack_wait: %s\n  pack_max_delay: %s\n  spool_dir: spool\n  drain_timeout: 20s\n", o.AckWait, o.PackMaxDelay)
+	if o.PackMaxBytes > 0 {
+		fmt.Fprintf(&b, "  pack_max_bytes: %d\n", o.PackMaxBytes)
+	}
+	if o.MaxInFlight > 0 {
+		fmt.Fprintf(&b, "  max_in_flight: %d\n", o.MaxInFlight)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "spool"), 0o700); err != nil {
+		return nil, err
+	}
+	s.Config = filepath.Join(dir, "custos.yaml")
+	if err := os.WriteFile(s.Config, []byte(b.String()), 0o600); err != nil {
+		return nil, err
+	}
+	if s.NC, err = nats.Connect(ns.URL()); err != nil {
+		return nil, err
+	}
+	if s.JS, err = jetstream.New(s.NC); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops everything. Safe to call twice.
+func (s *Stack) Close() {
+	if s.NC != nil {
+		s.NC.Close()
+		s.NC = nil
+	}
+	if s.NATS != nil {
+		s.NATS.Stop()
+		s.NATS = nil
+	}
+}
+
+// Open loads the config and connects the parts, as the CLI does.
+func (s *Stack) Open(ctx context.Context) (*config.Parts, *config.Config, error) {
+	cfg, err := config.Load(s.Config)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := cfg.Open(ctx, "harness", nil)
+	return p, cfg, err
+}
+
+// Worker is a running worker process.
+type Worker struct {
+	Cmd  *exec.Cmd
+	Log  string
+	done chan error
+}
+
+// StartWorker starts a worker process logging to dir/logs/name.log.
+func (s *Stack) StartWorker(bin, name string) (*Worker, error) {
+	if err := os.MkdirAll(filepath.Join(s.Dir, "logs"), 0o700); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(s.Dir, "logs", name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--config", s.Config, "--name", name)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	w := &Worker{Cmd: cmd, Log: logPath, done: make(chan error, 1)}
+	go func() {
+		w.done <- cmd.Wait()
+		f.Close()
+	}()
+	return w, nil
+}
+
+// Kill sends SIGKILL and waits for the process to go.
+func (w *Worker) Kill() {
+	_ = w.Cmd.Process.Signal(syscall.SIGKILL)
+	<-w.done
+}
+
+// Stop sends SIGTERM and waits up to timeout for a clean exit.
+func (w *Worker) Stop(timeout time.Duration) error {
+	_ = w.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-w.done:
+		return err
+	case <-time.After(timeout):
+		w.Kill()
+		return fmt.Errorf("worker did not exit within %v", timeout)
+	}
+}
+
+// Settled reports whether every event in the stream is acknowledged or terminated.
+func (s *Stack) Settled(ctx context.Context) (bool, error) {
+	c, err := s.JS.Consumer(ctx, event.StreamName, "custos-workers")
+	if err != nil {
+		return false, nil
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	st, err := s.JS.Stream(ctx, event.StreamName)
+	if err != nil {
+		return false, err
+	}
+	return info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= st.CachedInfo().State.LastSeq, nil
+}
+
+// WaitSettled polls Settled until true or the timeout passes.
+func (s *Stack) WaitSettled(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		ok, err := s.Settled(ctx)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("events not settled within %v", timeout)
+}
