@@ -164,8 +164,11 @@ func (w *Worker) Start(ctx context.Context) error {
 		go w.committer()
 	}
 	w.fetched = make(chan struct{})
-	// Decoding and sealing are CPU work: spread them over the cores.
-	w.inbox = make(chan *heldMsg, runtime.GOMAXPROCS(0))
+	// Decoding and sealing are CPU work: spread them over the cores. The inbox holds up to
+	// MaxInFlight events so that consume moves every fetched message out of the client's buffer
+	// into w.held at once: held events get heartbeats, buffered ones would not, and under load
+	// they would outlive AckWait and be redelivered while this worker is alive.
+	w.inbox = make(chan *heldMsg, w.cfg.MaxInFlight)
 	for range runtime.GOMAXPROCS(0) {
 		w.wg.Add(1)
 		go func() {
