@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -214,4 +215,39 @@ func (ix *Index) keys(ctx context.Context, filter string) ([]string, error) {
 	}
 	sort.Strings(keys)
 	return keys, nil
+}
+
+// AddTarget records that a pack is now durable in one more target (after a repair). It is
+// idempotent and safe against concurrent updates (compare-and-set on the entry's revision).
+func (ix *Index) AddTarget(ctx context.Context, id, targetName string) error {
+	for {
+		e, err := ix.kv.Get(ctx, packKey(id))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("%w: pack %s", ErrNotFound, id)
+		}
+		if err != nil {
+			return fmt.Errorf("catalog: read pack %s: %w", id, err)
+		}
+		var rec PackRecord
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			return fmt.Errorf("catalog: decode pack %s: %w", id, err)
+		}
+		if slices.Contains(rec.Targets, targetName) {
+			return nil
+		}
+		rec.Targets = append(rec.Targets, targetName)
+		sort.Strings(rec.Targets)
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		_, err = ix.kv.Update(ctx, packKey(id), b, e.Revision())
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // changed since we read it: read again
+		}
+		if err != nil {
+			return fmt.Errorf("catalog: update pack %s: %w", id, err)
+		}
+		return nil
+	}
 }

@@ -54,6 +54,11 @@ type Target struct {
 // Class names the targets a data class is written to.
 type Class struct {
 	Targets []string `yaml:"targets"`
+	// MinReplicas is how many targets must hold a pack before its events are acknowledged;
+	// 0 means all. The others are caught up by the repairer.
+	MinReplicas int `yaml:"min_replicas"`
+	// Retain makes the class's objects immutable for this long (0: not locked).
+	Retain time.Duration `yaml:"retain"`
 }
 
 // Worker tunes the worker; zero values take the worker's defaults.
@@ -67,6 +72,10 @@ type Worker struct {
 	MaxInlineBytes int           `yaml:"max_inline_bytes"`
 	SpoolDir       string        `yaml:"spool_dir"`
 	DrainTimeout   time.Duration `yaml:"drain_timeout"`
+	// ReplicaGrace is how long a pack write waits for the remaining targets once min_replicas
+	// hold it; RepairInterval is how often the repairer looks for missing replicas.
+	ReplicaGrace   time.Duration `yaml:"replica_grace"`
+	RepairInterval time.Duration `yaml:"repair_interval"`
 }
 
 // Telemetry selects the trace exporter: otlp-grpc, otlp-http, stdout or none.
@@ -127,6 +136,12 @@ func (c *Config) Validate() error {
 	for name, cl := range c.Classes {
 		if len(cl.Targets) == 0 {
 			errs = append(errs, fmt.Errorf("classes.%s: no targets", name))
+		}
+		if cl.MinReplicas < 0 || cl.MinReplicas > len(cl.Targets) {
+			errs = append(errs, fmt.Errorf("classes.%s: min_replicas %d is not between 1 and its %d targets", name, cl.MinReplicas, len(cl.Targets)))
+		}
+		if cl.Retain < 0 {
+			errs = append(errs, fmt.Errorf("classes.%s: retain must not be negative", name))
 		}
 		for _, t := range cl.Targets {
 			if !names[t] {

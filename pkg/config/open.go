@@ -11,6 +11,7 @@ import (
 
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/keys"
+	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -21,6 +22,7 @@ type Parts struct {
 	KMS     *keys.LocalKMS
 	Keys    *keys.KVStore
 	Index   *catalog.Index
+	Repairs *repair.Queue
 	Targets []target.Target
 }
 
@@ -63,6 +65,9 @@ func (c *Config) Open(ctx context.Context, name string, log *slog.Logger) (*Part
 		return fail(err)
 	}
 	if p.Index, err = catalog.Open(ctx, p.JS, 1); err != nil {
+		return fail(err)
+	}
+	if p.Repairs, err = repair.OpenQueue(ctx, p.JS, 1); err != nil {
 		return fail(err)
 	}
 	if p.Targets, err = c.OpenTargets(); err != nil {

@@ -10,7 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -47,26 +47,80 @@ func Write(ctx context.Context, targets []target.Target, name string, size int64
 
 // WriteTraced is Write with one client span per target write.
 func WriteTraced(ctx context.Context, tr trace.Tracer, targets []target.Target, name string, size int64, sum [32]byte, src Source, opts target.PutOptions) []Result {
+	return WriteQuorum(ctx, tr, targets, name, size, sum, src, opts, Quorum{})
+}
+
+// ErrAbandoned marks a target write given up because enough other targets were durable (see
+// Quorum). The object may be missing there: the caller records it for repair.
+var ErrAbandoned = errors.New("replica: write abandoned after quorum")
+
+// Quorum lets a write finish before every target answers, so that one target that is down or
+// slow does not hold up the others.
+type Quorum struct {
+	// Min is how many targets must hold the object; 0 means all of them (wait for every target).
+	Min int
+	// Grace is how long to keep waiting for the remaining targets once Min are durable; their
+	// writes are then cancelled and reported with ErrAbandoned.
+	Grace time.Duration
+}
+
+// WriteQuorum is WriteTraced that stops waiting Grace after q.Min targets hold the object.
+// Cancelled writes leave nothing under name (Put is atomic).
+func WriteQuorum(ctx context.Context, tr trace.Tracer, targets []target.Target, name string, size int64, sum [32]byte, src Source, opts target.PutOptions, q Quorum) []Result {
 	opts.SHA256 = sum
 	res := make([]Result, len(targets))
-	var wg sync.WaitGroup
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type done struct {
+		i int
+		r Result
+	}
+	ch := make(chan done, len(targets))
 	for i, t := range targets {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			ctx, span := tr.Start(ctx, "target.write "+t.Name(), trace.WithSpanKind(trace.SpanKindClient),
+			ctx, span := tr.Start(wctx, "target.write "+t.Name(), trace.WithSpanKind(trace.SpanKindClient),
 				trace.WithAttributes(attribute.String("custos.target", t.Name()), attribute.String("custos.target.kind", t.Kind()),
 					attribute.String("custos.object", name), attribute.Int64("custos.bytes", size)))
-			res[i] = writeOne(ctx, t, name, size, sum, src, opts)
-			span.SetAttributes(attribute.Bool("custos.existed", res[i].Existed))
-			if res[i].Err != nil {
-				span.RecordError(res[i].Err)
+			r := writeOne(ctx, t, name, size, sum, src, opts)
+			span.SetAttributes(attribute.Bool("custos.existed", r.Existed))
+			if r.Err != nil {
+				span.RecordError(r.Err)
 				span.SetStatus(codes.Error, "write failed")
 			}
 			span.End()
+			ch <- done{i, r}
 		}()
 	}
-	wg.Wait()
+	need := q.Min
+	if need <= 0 || need > len(targets) {
+		need = len(targets)
+	}
+	var grace <-chan time.Time
+	ok := 0
+	for n := 0; n < len(targets); {
+		select {
+		case d := <-ch:
+			res[d.i] = d.r
+			n++
+			if d.r.Err == nil {
+				ok++
+				if ok == need && n < len(targets) {
+					grace = time.After(q.Grace)
+				}
+			}
+			continue
+		case <-grace:
+		}
+		// Grace is over: cancel the stragglers and collect what they report, as abandoned.
+		cancel()
+		for ; n < len(targets); n++ {
+			d := <-ch
+			if d.r.Err != nil {
+				d.r.Err = fmt.Errorf("%w: %w", ErrAbandoned, d.r.Err)
+			}
+			res[d.i] = d.r
+		}
+	}
 	return res
 }
 

@@ -2,7 +2,10 @@ package worker
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -10,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/replica"
 	"github.com/custos-dev/custos/pkg/target"
 )
@@ -97,11 +101,19 @@ func (w *Worker) commit(b *batch) {
 	}
 }
 
-// writePack writes the pack, then its manifest, then the index entries, then marks the intent
-// done. It returns nil only when all of them are durable.
+// writePack writes the pack, then its manifest, then records the targets that missed them for
+// repair, then the index entries, then marks the intent done. It returns nil only when the class's
+// minimum number of targets holds both the pack and the manifest.
 func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, sum [32]byte, src replica.Source) error {
+	cl := w.cfg.Classes[class]
 	targets := w.classTargets(class)
-	if err := w.replicate(ctx, "write pack", targets, pack.ObjectName(m.Pack), m.Size, sum, src); err != nil {
+	var opts target.PutOptions
+	if cl.Retain > 0 {
+		opts.RetainUntil = w.cfg.Clock().Add(cl.Retain)
+	}
+	packObj := repair.Object{Name: pack.ObjectName(m.Pack), Size: m.Size, SHA256: hex.EncodeToString(sum[:])}
+	held, reasons, err := w.replicate(ctx, "write pack", cl.minReplicas(), targets, packObj, src, opts)
+	if err != nil {
 		return err
 	}
 	catKey, err := w.deps.Keys.DataKey(ctx, pack.CatalogScope)
@@ -112,15 +124,22 @@ func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, s
 	if err != nil {
 		return err
 	}
-	if err := w.replicate(ctx, "write manifest", targets, pack.ManifestName(m.Pack), int64(len(sealed)),
-		sha(sealed), replica.BytesSource(sealed)); err != nil {
+	manSum := sha(sealed)
+	manObj := repair.Object{Name: pack.ManifestName(m.Pack), Size: int64(len(sealed)), SHA256: hex.EncodeToString(manSum[:])}
+	// The manifest goes only where the pack is: a manifest must never name a pack its target lacks.
+	held, manReasons, err := w.replicate(ctx, "write manifest", cl.minReplicas(), held, manObj, replica.BytesSource(sealed), opts)
+	if err != nil {
+		return err
+	}
+	maps.Copy(reasons, manReasons)
+	names := make([]string, len(held))
+	for i, t := range held {
+		names[i] = t.Name()
+	}
+	if err := w.recordMissing(ctx, m, class, targets, names, reasons, packObj, manObj); err != nil {
 		return err
 	}
 	ictx, span := w.tracer.Start(ctx, "index")
-	names := make([]string, len(targets))
-	for i, t := range targets {
-		names[i] = t.Name()
-	}
 	err = w.deps.Index.Commit(ictx, m, names, w.cfg.Clock())
 	span.End()
 	if err != nil {
@@ -139,17 +158,54 @@ func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, s
 	return nil
 }
 
-// replicate writes one object to every target in parallel, one span per target write.
-func (w *Worker) replicate(ctx context.Context, what string, targets []target.Target, name string, size int64, sum [32]byte, src replica.Source) error {
-	ctx, span := w.tracer.Start(ctx, what, trace.WithAttributes(attribute.String("custos.object", name)))
-	defer span.End()
-	res := replica.WriteTraced(ctx, w.tracer, targets, name, size, sum, src, target.PutOptions{})
-	if n := replica.Durable(res); n < len(targets) {
-		err := fmt.Errorf("%s: durable in %d of %d targets: %w", what, n, len(targets), replica.Err(res))
-		span.RecordError(err)
-		return err
+// recordMissing queues a repair for every target of the class that does not hold the pack and
+// its manifest. It runs before the index names the pack, so no acknowledged pack is ever short of
+// replicas without a record saying so.
+func (w *Worker) recordMissing(ctx context.Context, m pack.Manifest, class string, all []target.Target, held []string, reasons map[string]string, objs ...repair.Object) error {
+	if len(held) == len(all) {
+		return nil
+	}
+	if w.deps.Repairs == nil {
+		return fmt.Errorf("pack %s is missing from %d targets and no repair queue is configured", m.Pack, len(all)-len(held))
+	}
+	for _, t := range all {
+		if slices.Contains(held, t.Name()) {
+			continue
+		}
+		miss := repair.Missing{Pack: m.Pack, Class: class, Target: t.Name(), Objects: objs, From: held,
+			Since: w.cfg.Clock().UTC(), Reason: reasons[t.Name()]}
+		if err := w.deps.Repairs.Add(ctx, miss); err != nil {
+			return err
+		}
+		w.count(func(s *Stats) { s.ReplicasMissed++ })
+		w.log.Warn("replica missed; queued for repair", "pack", m.Pack, "target", t.Name(), "err", reasons[t.Name()])
 	}
 	return nil
+}
+
+// replicate writes one object to targets in parallel, one span per target write, and returns
+// the targets that hold it with the errors of the others. It fails when fewer than min do.
+func (w *Worker) replicate(ctx context.Context, what string, need int, targets []target.Target, o repair.Object, src replica.Source, opts target.PutOptions) ([]target.Target, map[string]string, error) {
+	ctx, span := w.tracer.Start(ctx, what, trace.WithAttributes(attribute.String("custos.object", o.Name)))
+	defer span.End()
+	sum, _ := hex.DecodeString(o.SHA256)
+	res := replica.WriteQuorum(ctx, w.tracer, targets, o.Name, o.Size, [32]byte(sum), src, opts,
+		replica.Quorum{Min: need, Grace: w.cfg.ReplicaGrace})
+	held := make([]target.Target, 0, len(targets))
+	reasons := map[string]string{}
+	for i, r := range res {
+		if r.Err == nil {
+			held = append(held, targets[i])
+		} else {
+			reasons[r.Target] = r.Err.Error()
+		}
+	}
+	if len(held) < need {
+		err := fmt.Errorf("%s: durable in %d of %d targets, %d required: %w", what, len(held), len(targets), need, replica.Err(res))
+		span.RecordError(err)
+		return nil, nil, err
+	}
+	return held, reasons, nil
 }
 
 func (w *Worker) failBatch(b *batch, span trace.Span, err error) {

@@ -14,8 +14,22 @@ import (
 
 // Class says where one data class is written.
 type Class struct {
-	// Targets are the names of the targets every pack of the class must be durable in.
+	// Targets are the names of the targets every pack of the class is written to.
 	Targets []string
+	// MinReplicas is how many of Targets must hold a pack before its events are acknowledged;
+	// 0 means all. A target that missed the pack is recorded in the repair queue and caught up
+	// by the repairer when it answers again, so one target down never blocks the others.
+	MinReplicas int
+	// Retain, when non-zero, makes every object of the class immutable for that long after it is
+	// written (S3 Object Lock, GCS retention, Azure immutability; see each target's docs).
+	Retain time.Duration
+}
+
+func (c Class) minReplicas() int {
+	if c.MinReplicas <= 0 || c.MinReplicas > len(c.Targets) {
+		return len(c.Targets)
+	}
+	return c.MinReplicas
 }
 
 // Config configures a worker. Zero values take the documented defaults.
@@ -49,6 +63,9 @@ type Config struct {
 	MaxRefBytes    int64
 	// SpoolDir holds the ciphertext of large items while they are written. Default os.TempDir().
 	SpoolDir string
+	// ReplicaGrace is how long a pack write waits for the remaining targets once MinReplicas hold
+	// it; the rest are then recorded for repair. Default 2 s.
+	ReplicaGrace time.Duration
 	// DrainTimeout bounds how long Stop waits for held work before handing it back. Default 30 s.
 	DrainTimeout time.Duration
 	// Logger and Clock are injected so tests can read logs and fake time.
@@ -99,6 +116,9 @@ func (c *Config) setDefaults() error {
 	if c.SpoolDir == "" {
 		c.SpoolDir = os.TempDir()
 	}
+	if c.ReplicaGrace <= 0 {
+		c.ReplicaGrace = 2 * time.Second
+	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
@@ -118,6 +138,9 @@ func (c *Config) setDefaults() error {
 	for class, cl := range c.Classes {
 		if len(cl.Targets) == 0 {
 			return fmt.Errorf("worker: class %q has no targets", class)
+		}
+		if cl.MinReplicas < 0 || cl.MinReplicas > len(cl.Targets) {
+			return fmt.Errorf("worker: class %q: min replicas %d is not between 1 and its %d targets", class, cl.MinReplicas, len(cl.Targets))
 		}
 		for _, n := range cl.Targets {
 			if !names[n] {

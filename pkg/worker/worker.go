@@ -21,6 +21,7 @@ import (
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -30,6 +31,9 @@ type Deps struct {
 	Keys       keys.Store
 	Pseudonyms keys.Pseudonymizer
 	Index      *catalog.Index
+	// Repairs records replicas a pack missed. Required when a class's MinReplicas is below its
+	// number of targets.
+	Repairs *repair.Queue
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -41,6 +45,8 @@ type Stats struct {
 	DeadLettered int64
 	Redelivered  int64
 	Erased       int64
+	// ReplicasMissed counts (pack, target) pairs recorded for repair.
+	ReplicasMissed int64
 }
 
 // Worker is one worker process's consumer. Start it once; Stop drains it.

@@ -25,6 +25,7 @@ import (
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/restore"
 	"github.com/custos-dev/custos/pkg/target"
 	"github.com/custos-dev/custos/pkg/target/faulty"
@@ -49,6 +50,7 @@ type bundle struct {
 	kms      *keys.LocalKMS
 	keys     *keys.KVStore
 	index    *catalog.Index
+	repairs  *repair.Queue
 	faults   []*faulty.Target
 	targets  []target.Target
 	spans    *tracetest.SpanRecorder
@@ -72,6 +74,10 @@ func setup(t *testing.T, tweak ...func(*Config)) *bundle {
 	}
 	t.Cleanup(func() { b.keys.Close() })
 	b.index, err = catalog.Open(ctx, b.ns.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.repairs, err = repair.OpenQueue(ctx, b.ns.JS, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +124,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func (b *bundle) startWorker() *Worker {
 	b.t.Helper()
-	w, err := New(Deps{JS: b.ns.JS, Keys: b.keys, Pseudonyms: b.kms, Index: b.index}, b.cfg)
+	w, err := New(Deps{JS: b.ns.JS, Keys: b.keys, Pseudonyms: b.kms, Index: b.index, Repairs: b.repairs}, b.cfg)
 	if err != nil {
 		b.t.Fatal(err)
 	}

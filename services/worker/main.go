@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/telemetry"
 	"github.com/custos-dev/custos/pkg/worker"
 )
@@ -71,22 +72,32 @@ func run() error {
 
 	classes := map[string]worker.Class{}
 	for n, c := range cfg.Classes {
-		classes[n] = worker.Class{Targets: cfg.TargetNames(c.Targets)}
+		classes[n] = worker.Class{Targets: cfg.TargetNames(c.Targets), MinReplicas: c.MinReplicas, Retain: c.Retain}
 	}
 	wc := cfg.Worker
-	w, err := worker.New(worker.Deps{JS: parts.JS, Keys: parts.Keys, Pseudonyms: parts.KMS, Index: parts.Index},
+	w, err := worker.New(worker.Deps{JS: parts.JS, Keys: parts.Keys, Pseudonyms: parts.KMS, Index: parts.Index, Repairs: parts.Repairs},
 		worker.Config{
 			Classes: classes, Targets: parts.Targets, Logger: log,
 			MaxInFlight: wc.MaxInFlight, PackMaxBytes: wc.PackMaxBytes, PackMaxItems: wc.PackMaxItems,
 			PackMaxDelay: wc.PackMaxDelay, AckWait: wc.AckWait, MaxDeliver: wc.MaxDeliver,
 			MaxInlineBytes: wc.MaxInlineBytes, SpoolDir: cfg.Path(wc.SpoolDir), DrainTimeout: wc.DrainTimeout,
+			ReplicaGrace: wc.ReplicaGrace,
 		})
+	if err != nil {
+		return err
+	}
+	rep, err := repair.New(repair.Config{Queue: parts.Repairs, Targets: parts.Targets, Index: parts.Index,
+		Interval: wc.RepairInterval, SpoolDir: cfg.Path(wc.SpoolDir), Logger: log.With("component", "repairer")})
 	if err != nil {
 		return err
 	}
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
+	if err := rep.Start(ctx); err != nil {
+		return err
+	}
+	defer rep.Stop(context.Background())
 	<-ctx.Done()
 	log.Info("signal received; draining")
 	stopCtx, cancel := context.WithTimeout(context.Background(), wc.DrainTimeout+30e9)

@@ -1,0 +1,281 @@
+package repair
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/custos-dev/custos/pkg/replica"
+	"github.com/custos-dev/custos/pkg/target"
+)
+
+// Index is the part of the catalog the repairer updates.
+type Index interface {
+	AddTarget(ctx context.Context, pack, targetName string) error
+}
+
+// Config configures a Repairer. Queue, Targets and Index are required.
+type Config struct {
+	Queue   *Queue
+	Targets []target.Target // every target a class may name, keyed by Name()
+	Index   Index
+	// Interval between passes over the queue. Default 5 s.
+	Interval time.Duration
+	// SpoolDir holds an object copied from a healthy replica while it is verified and written.
+	// Default os.TempDir().
+	SpoolDir      string
+	Logger        *slog.Logger
+	Clock         func() time.Time
+	MeterProvider metric.MeterProvider
+}
+
+// Result sums up one pass.
+type Result struct {
+	Repaired int // entries completed this pass
+	Pending  int // entries left (their target still down, or no healthy source)
+}
+
+// Repairer copies missing replicas back. Several repairers (one per worker) may run at once:
+// a repair is create-only and idempotent, so two copying the same object do no harm.
+type Repairer struct {
+	cfg     Config
+	targets map[string]target.Target
+
+	mu      sync.Mutex
+	missing map[string]int64 // per target, from the last pass: the outage metric
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// New validates cfg and returns a stopped Repairer.
+func New(cfg Config) (*Repairer, error) {
+	if cfg.Queue == nil || cfg.Index == nil || len(cfg.Targets) == 0 {
+		return nil, errors.New("repair: Queue, Index and Targets are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 5 * time.Second
+	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = os.TempDir()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = otel.GetMeterProvider()
+	}
+	r := &Repairer{cfg: cfg, targets: map[string]target.Target{}, missing: map[string]int64{}}
+	for _, t := range cfg.Targets {
+		r.targets[t.Name()] = t
+		r.missing[t.Name()] = 0
+	}
+	_, err := cfg.MeterProvider.Meter("github.com/custos-dev/custos/pkg/repair").Int64ObservableGauge(
+		"custos.replicas.missing",
+		metric.WithDescription("Packs recorded as missing from a target and not yet repaired; non-zero while a target is out"),
+		metric.WithUnit("{pack}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for name, n := range r.missing {
+				o.Observe(n, metric.WithAttributes(attribute.String("custos.target", name)))
+			}
+			return nil
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("repair: metric: %w", err)
+	}
+	return r, nil
+}
+
+// Start runs a pass every Interval until Stop. It is a no-op when already started.
+func (r *Repairer) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancel != nil {
+		return nil
+	}
+	ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.done = make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.cfg.Interval)
+		defer t.Stop()
+		for {
+			if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.Warn("repair pass failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop ends the loop and waits for the pass in progress. Safe twice and before Start.
+func (r *Repairer) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	cancel, done := r.cancel, r.done
+	r.cancel = nil
+	r.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// RunOnce makes one pass over the queue. A target that fails a write is skipped for the rest of
+// the pass (it is probably still down); its entries wait for the next pass.
+func (r *Repairer) RunOnce(ctx context.Context) (Result, error) {
+	entries, err := r.cfg.Queue.List(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	down := map[string]bool{}
+	counts := map[string]int64{}
+	for _, m := range entries {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		dst, ok := r.targets[m.Target]
+		if !ok || down[m.Target] {
+			res.Pending++
+			counts[m.Target]++
+			continue
+		}
+		if err := r.repair(ctx, dst, m); err != nil {
+			res.Pending++
+			counts[m.Target]++
+			if errors.Is(err, errTargetDown) {
+				down[m.Target] = true
+			}
+			r.cfg.Logger.Info("replica not repaired yet", "pack", m.Pack, "target", m.Target, "err", err)
+			continue
+		}
+		if err := r.cfg.Index.AddTarget(ctx, m.Pack, m.Target); err != nil {
+			res.Pending++
+			counts[m.Target]++
+			r.cfg.Logger.Warn("repaired replica not indexed yet", "pack", m.Pack, "target", m.Target, "err", err)
+			continue
+		}
+		if err := r.cfg.Queue.Done(ctx, m); err != nil {
+			return res, err
+		}
+		res.Repaired++
+		r.cfg.Logger.Info("replica repaired", "pack", m.Pack, "target", m.Target,
+			"outage", r.cfg.Clock().Sub(m.Since).Round(time.Millisecond))
+	}
+	r.mu.Lock()
+	for name := range r.missing {
+		r.missing[name] = counts[name]
+	}
+	r.mu.Unlock()
+	return res, nil
+}
+
+var (
+	errTargetDown = errors.New("target did not accept the write")
+	errNoSource   = errors.New("no healthy replica to copy from")
+)
+
+// repair copies every object of m to dst from the first source whose copy verifies.
+func (r *Repairer) repair(ctx context.Context, dst target.Target, m Missing) error {
+	for _, o := range m.Objects {
+		sum, err := hex.DecodeString(o.SHA256)
+		if err != nil || len(sum) != sha256.Size {
+			return fmt.Errorf("repair: entry for pack %s has a bad checksum for %s", m.Pack, o.Name)
+		}
+		if err := r.copyObject(ctx, dst, m, o, [32]byte(sum)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Repairer) copyObject(ctx context.Context, dst target.Target, m Missing, o Object, sum [32]byte) error {
+	// The object may be there already (an earlier pass, another repairer, or the write that
+	// was abandoned had in fact completed).
+	if same, err := replica.Verify(ctx, dst, o.Name, o.Size, sum); err == nil && same {
+		return nil
+	}
+	sources := append([]string(nil), m.From...)
+	for name := range r.targets {
+		if name != m.Target && !slices.Contains(sources, name) {
+			sources = append(sources, name)
+		}
+	}
+	var lastErr error = errNoSource
+	for _, name := range sources {
+		src, ok := r.targets[name]
+		if !ok || name == m.Target {
+			continue
+		}
+		f, err := r.fetch(ctx, src, o, sum)
+		if err != nil {
+			lastErr = fmt.Errorf("from %s: %w", name, err)
+			continue
+		}
+		res := replica.Write(ctx, []target.Target{dst}, o.Name, o.Size, sum,
+			func() (io.ReadSeeker, error) { return os.Open(f) }, target.PutOptions{})
+		os.Remove(f)
+		if err := res[0].Err; err != nil {
+			if errors.Is(err, replica.ErrConflict) {
+				return fmt.Errorf("repair %s on %s: %w", o.Name, m.Target, err)
+			}
+			return fmt.Errorf("repair %s on %s: %w: %w", o.Name, m.Target, errTargetDown, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("repair %s on %s: %w", o.Name, m.Target, lastErr)
+}
+
+// fetch copies an object from src into a spool file and returns its path only if its size and
+// SHA-256 match: a corrupted replica is never the source of a repair.
+func (r *Repairer) fetch(ctx context.Context, src target.Reader, o Object, sum [32]byte) (string, error) {
+	rc, err := src.Get(ctx, o.Name)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(r.cfg.SpoolDir, "repair-*")
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), rc)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && (n != o.Size || [32]byte(h.Sum(nil)) != sum) {
+		err = fmt.Errorf("copy of %s: %w", o.Name, target.ErrChecksumMismatch)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
