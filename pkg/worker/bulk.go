@@ -190,23 +190,14 @@ func (w *Worker) openRef(ctx context.Context, ref *custosv1.RecordRef) (io.ReadC
 	}
 	switch u.Scheme {
 	case "nats-object":
-		obs, err := w.deps.JS.ObjectStore(ctx, u.Host)
-		if err != nil {
-			return nil, 0, fmt.Errorf("open object store bucket for record reference: %w", err)
-		}
-		res, err := obs.Get(ctx, strings.TrimPrefix(u.Path, "/"))
+		r, size, err := openObject(ctx, w.deps.JS, u.Host, strings.TrimPrefix(u.Path, "/"))
 		if err != nil {
 			if errors.Is(err, jetstream.ErrObjectNotFound) {
 				return nil, 0, fmt.Errorf("record reference not found in object store: %w", err)
 			}
 			return nil, 0, fmt.Errorf("read record reference: %w", err)
 		}
-		info, err := res.Info()
-		if err != nil {
-			res.Close()
-			return nil, 0, err
-		}
-		return res, int64(info.Size), nil
+		return r, size, nil
 	case "https", "http":
 		client := retryablehttp.NewClient()
 		client.Logger = nil
