@@ -22,8 +22,17 @@ build: ## Build every binary into bin/ (bin/custos is the admin CLI)
 demo: build ## Run the whole pipeline on the embedded default (state under .demo/)
 	$(BIN)/custos demo --dir .demo
 
+.PHONY: emulators
+emulators: ## Install the pinned emulators (S3, GCS, Azure) and PostgreSQL the tests need, cached in .cache/
+	@for s in deploy/emulators/*/install.sh deploy/postgres/install.sh; do \
+		if [ -f "$$s" ]; then bash "$$s" || { echo "$$s failed"; exit 1; }; fi; done
+
+.PHONY: conformance
+conformance: emulators ## Run the target conformance suite against every target: one CONFORMANCE line each
+	@bash deploy/conformance.sh
+
 .PHONY: test
-test: generate-check lint ## Check generated code and layers, then run every test with -race
+test: generate-check lint emulators ## Check generated code and layers, install emulators, run every test with -race
 	$(GOTEST) -race -count=1 -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 .PHONY: bench
