@@ -280,14 +280,37 @@ func (u *upload) sendPart(ctx context.Context, num int32, chunk []byte) (types.C
 }
 
 // abort removes the upload and its parts. It runs when the Put failed, perhaps because ctx
-// ended, so it gets a context of its own. Failures are left to AbortIncomplete and lifecycle
-// rules: the upload is invisible either way.
+// ended, so it gets a context of its own. A part upload the service is still processing (its
+// request cancelled on our side) can make the abort fail or leave that part behind; S3
+// documents that an abort may have to be repeated for this reason, so abort tries up to three
+// times. What remains is left to AbortIncomplete and lifecycle rules: it is invisible either
+// way.
 func (u *upload) abort(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	_, _ = u.t.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-		Bucket: &u.t.cfg.Bucket, Key: &u.key, UploadId: u.id,
-	})
+	for attempt := 1; ; attempt++ {
+		_, err := u.t.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket: &u.t.cfg.Bucket, Key: &u.key, UploadId: u.id,
+		})
+		if err == nil {
+			// Parts that landed after the abort are listed under the upload ID; if the
+			// listing works and shows any, abort again.
+			parts, lerr := u.t.client.ListParts(ctx, &s3.ListPartsInput{Bucket: &u.t.cfg.Bucket, Key: &u.key, UploadId: u.id})
+			if lerr != nil || len(parts.Parts) == 0 {
+				return
+			}
+		} else if isCode(err, "NoSuchUpload") {
+			return
+		}
+		if attempt == 3 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+		}
+	}
 }
 
 // withPayloadHash signs the request with the SHA-256 of its body, known in advance, instead of
