@@ -98,6 +98,9 @@ func LookupProfile(name string) (Profile, bool) {
 	return p, ok
 }
 
+// Profiles returns a copy of every known profile by provider name.
+func Profiles() map[string]Profile { return maps.Clone(profiles) }
+
 // ProfileNames lists the known providers in lexical order.
 func ProfileNames() []string { return slices.Sorted(maps.Keys(profiles)) }
 
