@@ -63,6 +63,22 @@ type Config struct {
 	SessionToken    string
 }
 
+// String formats c for logs with the secret and session token redacted; GoString does the
+// same for %#v.
+func (c Config) String() string {
+	if c.SecretAccessKey != "" {
+		c.SecretAccessKey = "REDACTED"
+	}
+	if c.SessionToken != "" {
+		c.SessionToken = "REDACTED"
+	}
+	type plain Config // without methods, so formatting does not recurse
+	return fmt.Sprintf("%+v", plain(c))
+}
+
+// GoString implements fmt.GoStringer like String.
+func (c Config) GoString() string { return "s3.Config" + c.String() }
+
 // resolved is a validated Config with its profile applied.
 type resolved struct {
 	Config

@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		o.DisableLogOutputChecksumValidationSkipped = true
 	})
+	rc.SecretAccessKey, rc.SessionToken = "", "" // held by the SDK's provider only
 	return &Target{cfg: rc, client: client, transport: tr, now: time.Now}, nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -96,6 +98,14 @@ func TestErrorsHideCredentials(t *testing.T) {
 	}
 	_, errs["Stat"] = tg.Stat(t.Context(), "x")
 	_, errs["Get"] = tg.Get(t.Context(), "x")
+	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
+		if out := fmt.Sprintf(f, cfg); strings.Contains(out, cfg.SecretAccessKey) {
+			t.Errorf("Sprintf(%q, cfg) shows the secret: %s", f, out)
+		}
+	}
+	if out := fmt.Sprintf("%+v", tg); strings.Contains(out, cfg.SecretAccessKey) {
+		t.Errorf("the target holds the secret where formatting shows it")
+	}
 	for op, err := range errs {
 		if !errors.Is(err, target.ErrPermanent) {
 			t.Errorf("%s with a wrong secret = %v, want a permanent error", op, err)
