@@ -41,10 +41,23 @@ type Keys struct {
 }
 
 // Target is one storage target.
+//
+// Credentials are never part of this file: each cloud target takes them from its SDK's standard
+// chain (environment, shared files, workload identity); see docs/targets/.
 type Target struct {
 	Name string `yaml:"name"`
-	Kind string `yaml:"kind"` // fs
+	Kind string `yaml:"kind"` // fs, s3, gcs or azure
 	Path string `yaml:"path"` // fs: root directory
+	// Cloud targets: where objects go.
+	Provider  string `yaml:"provider"`   // s3: profile (aws, wasabi, b2, ibm, idrive, minio, r2, generic)
+	Endpoint  string `yaml:"endpoint"`   // s3, gcs, azure: service URL (empty: the provider's default)
+	Region    string `yaml:"region"`     // s3
+	Account   string `yaml:"account"`    // s3: fills {account} in the profile's endpoint (R2)
+	Bucket    string `yaml:"bucket"`     // s3, gcs
+	Container string `yaml:"container"`  // azure
+	Prefix    string `yaml:"prefix"`     // s3, gcs, azure: prepended to every object name
+	PathStyle bool   `yaml:"path_style"` // s3: path-style addressing
+	LockMode  string `yaml:"lock_mode"`  // s3: GOVERNANCE or COMPLIANCE for retained objects
 	// Concurrency bounds operations in flight on this target. Default 16.
 	Concurrency int `yaml:"concurrency"`
 	// Attempts bounds tries per operation (retry with backoff and jitter). Default 5.
@@ -126,8 +139,16 @@ func (c *Config) Validate() error {
 			if t.Path == "" {
 				errs = append(errs, fmt.Errorf("targets[%d] %q: path is required for kind fs", i, t.Name))
 			}
+		case "s3", "gcs":
+			if t.Bucket == "" {
+				errs = append(errs, fmt.Errorf("targets[%d] %q: bucket is required for kind %s", i, t.Name, t.Kind))
+			}
+		case "azure":
+			if t.Endpoint == "" || t.Container == "" {
+				errs = append(errs, fmt.Errorf("targets[%d] %q: endpoint (account URL) and container are required for kind azure", i, t.Name))
+			}
 		default:
-			errs = append(errs, fmt.Errorf("targets[%d] %q: unknown kind %q (supported: fs)", i, t.Name, t.Kind))
+			errs = append(errs, fmt.Errorf("targets[%d] %q: unknown kind %q (supported: fs, s3, gcs, azure)", i, t.Name, t.Kind))
 		}
 	}
 	if len(c.Classes) == 0 {

@@ -70,7 +70,7 @@ func (c *Config) Open(ctx context.Context, name string, log *slog.Logger) (*Part
 	if p.Repairs, err = repair.OpenQueue(ctx, p.JS, 1); err != nil {
 		return fail(err)
 	}
-	if p.Targets, err = c.OpenTargets(); err != nil {
+	if p.Targets, err = c.OpenTargets(ctx); err != nil {
 		return fail(err)
 	}
 	return p, nil

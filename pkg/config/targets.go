@@ -1,28 +1,29 @@
 package config
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/custos-dev/custos/pkg/target"
 	"github.com/custos-dev/custos/pkg/target/fs"
+	"github.com/custos-dev/custos/pkg/target/s3"
 	"github.com/custos-dev/custos/pkg/target/stack"
 )
 
 // OpenTargets builds every configured target and wraps each with retry, concurrency limits,
 // metrics and tracing. This is the one place where those wrappers are composed.
-func (c *Config) OpenTargets() ([]target.Target, error) {
+func (c *Config) OpenTargets(ctx context.Context) ([]target.Target, error) {
 	out := make([]target.Target, 0, len(c.Targets))
+	fail := func(err error) ([]target.Target, error) {
+		for _, t := range out {
+			t.Close()
+		}
+		return nil, err
+	}
 	for _, tc := range c.Targets {
-		var t target.Target
-		switch tc.Kind {
-		case "fs":
-			ft, err := fs.New(c.Path(tc.Path), fs.WithLabel(tc.Name))
-			if err != nil {
-				return nil, fmt.Errorf("target %s: %w", tc.Name, err)
-			}
-			t = ft
-		default:
-			return nil, fmt.Errorf("target %s: unknown kind %q", tc.Name, tc.Kind)
+		t, err := c.openProvider(ctx, tc)
+		if err != nil {
+			return fail(fmt.Errorf("target %s: %w", tc.Name, err))
 		}
 		conc := tc.Concurrency
 		if conc <= 0 {
@@ -31,6 +32,19 @@ func (c *Config) OpenTargets() ([]target.Target, error) {
 		out = append(out, stack.Build(t, stack.Config{MaxAttempts: tc.Attempts, MaxPuts: conc, MaxGets: conc}))
 	}
 	return out, nil
+}
+
+// openProvider builds the bare provider of one target.
+func (c *Config) openProvider(ctx context.Context, tc Target) (target.Target, error) {
+	switch tc.Kind {
+	case "fs":
+		return fs.New(c.Path(tc.Path), fs.WithLabel(tc.Name))
+	case "s3":
+		return s3.New(ctx, s3.Config{Name: tc.Name, Provider: tc.Provider, Endpoint: tc.Endpoint, Account: tc.Account,
+			Region: tc.Region, Bucket: tc.Bucket, Prefix: tc.Prefix, UsePathStyle: tc.PathStyle, LockMode: tc.LockMode})
+	default:
+		return nil, fmt.Errorf("unknown kind %q", tc.Kind)
+	}
 }
 
 // TargetNames maps configured target names (as classes name them) to Target.Name() values.
