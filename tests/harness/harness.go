@@ -77,6 +77,7 @@ type Stack struct {
 	JS      jetstream.JetStream
 	Config  string
 	Targets []string
+	env     []string // for workers: the clouds' credentials
 }
 
 // Options shape the config file.
@@ -86,6 +87,12 @@ type Options struct {
 	PackMaxDelay time.Duration // default 50ms
 	PackMaxBytes int           // default worker default
 	MaxInFlight  int
+	// Clouds are extra targets (emulators), named c0, c1, ... after the fs targets.
+	Clouds []*devstack.Cloud
+	// MinReplicas per class (0: every target); ReplicaGrace and RepairInterval tune the worker.
+	MinReplicas    int
+	ReplicaGrace   time.Duration
+	RepairInterval time.Duration
 }
 
 // Start runs the server and writes dir/custos.yaml.
@@ -113,9 +120,15 @@ func Start(dir string, o Options) (*Stack, error) {
 		s.Targets = append(s.Targets, filepath.Join(dir, "targets", n))
 		fmt.Fprintf(&b, "  - name: %s\n    kind: fs\n    path: targets/%s\n", n, n)
 	}
+	for i, c := range o.Clouds {
+		n := fmt.Sprintf("c%d", i)
+		names = append(names, n)
+		fmt.Fprintf(&b, "  - name: %s\n%s", n, c.Target)
+		s.env = append(s.env, c.Env...)
+	}
 	fmt.Fprintf(&b, "classes:\n")
 	for _, c := range []string{"critical", "important", "non_essential"} {
-		fmt.Fprintf(&b, "  %s:\n    targets: [%s]\n", c, strings.Join(names, ", "))
+		fmt.Fprintf(&b, "  %s:\n    targets: [%s]\n    min_replicas: %d\n", c, strings.Join(names, ", "), o.MinReplicas)
 	}
 	fmt.Fprintf(&b, "worker:\n  ack_wait: %s\n  pack_max_delay: %s\n  spool_dir: spool\n  drain_timeout: 20s\n", o.AckWait, o.PackMaxDelay)
 	if o.PackMaxBytes > 0 {
@@ -123,6 +136,12 @@ func Start(dir string, o Options) (*Stack, error) {
 	}
 	if o.MaxInFlight > 0 {
 		fmt.Fprintf(&b, "  max_in_flight: %d\n", o.MaxInFlight)
+	}
+	if o.ReplicaGrace > 0 {
+		fmt.Fprintf(&b, "  replica_grace: %s\n", o.ReplicaGrace)
+	}
+	if o.RepairInterval > 0 {
+		fmt.Fprintf(&b, "  repair_interval: %s\n", o.RepairInterval)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "spool"), 0o700); err != nil {
 		return nil, err
@@ -180,6 +199,7 @@ func (s *Stack) StartWorker(bin, name string) (*Worker, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "--config", s.Config, "--name", name)
+	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
