@@ -73,7 +73,7 @@ func StartS3(ctx context.Context, dir, bucket string) (*Cloud, error) {
 	}
 	return &Cloud{
 		Process: p, Kind: "s3", Endpoint: endpoint,
-		Env: []string{"AWS_ACCESS_KEY_ID=" + devS3AccessKey, "AWS_SECRET_ACCESS_KEY=" + devS3SecretKey, "AWS_REGION=us-east-1"},
+		Env:    []string{"AWS_ACCESS_KEY_ID=" + devS3AccessKey, "AWS_SECRET_ACCESS_KEY=" + devS3SecretKey, "AWS_REGION=us-east-1"},
 		Target: fmt.Sprintf("    kind: s3\n    provider: versitygw\n    endpoint: %s\n    bucket: %s\n", endpoint, bucket),
 	}, nil
 }

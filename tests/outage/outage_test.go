@@ -34,7 +34,9 @@ func TestCloudDownAndBack(t *testing.T) {
 		name  string
 		start startCloud
 	}{
-		{"s3", func(ctx context.Context, dir string) (*devstack.Cloud, error) { return devstack.StartS3(ctx, dir, "custos-outage") }},
+		{"s3", func(ctx context.Context, dir string) (*devstack.Cloud, error) {
+			return devstack.StartS3(ctx, dir, "custos-outage")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { testCloudDownAndBack(t, tc.start) })
 	}
