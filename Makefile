@@ -31,6 +31,10 @@ emulators: ## Install the pinned emulators (S3, GCS, Azure) and PostgreSQL the t
 conformance: emulators ## Run the target conformance suite against every target: one CONFORMANCE line each
 	@bash deploy/conformance.sh
 
+.PHONY: demo-clouds
+demo-clouds: build emulators ## The demo with one replica each in the S3, GCS and Azure emulators plus local disk
+	$(BIN)/custos demo --clouds --dir .demo
+
 .PHONY: test
 test: generate-check lint emulators ## Check generated code and layers, install emulators, run every test with -race
 	$(GOTEST) -race -count=1 -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))

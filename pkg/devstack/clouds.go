@@ -38,6 +38,9 @@ func StartS3(ctx context.Context, dir, bucket string) (*Cloud, error) {
 	if err != nil {
 		return nil, err
 	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, err
+	}
 	port, err := FreePort()
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,11 +22,14 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/devstack"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/keys"
+	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/replica"
 	"github.com/custos-dev/custos/pkg/restore"
 	"github.com/custos-dev/custos/pkg/target"
 	"github.com/custos-dev/custos/pkg/worker"
@@ -36,6 +42,7 @@ type demoOpts struct {
 	events    int
 	workers   int
 	workerBin string
+	clouds    bool
 }
 
 func demoCmd() *cobra.Command {
@@ -55,27 +62,68 @@ that the targets hold no plaintext, and prints a one-line summary. Everything it
 	cmd.Flags().IntVar(&o.customers, "customers", 300, "customers of the sample shop")
 	cmd.Flags().IntVar(&o.events, "events", 3000, "post-transaction events to publish")
 	cmd.Flags().IntVar(&o.workers, "workers", 2, "worker processes to start")
+	cmd.Flags().BoolVar(&o.clouds, "clouds", false, "replicate to local disk plus one S3, one GCS and one Azure emulator (installed by 'make emulators')")
 	cmd.Flags().StringVar(&o.workerBin, "worker-bin", filepath.Join(filepath.Dir(exe), "custos-worker"), "worker binary")
 	return cmd
 }
 
 const demoTenant = "demo-shop"
 
-// demoClasses maps the shop's record kinds to data classes of the default policy.
+// demoTargets are the local targets of the demo; with --clouds only the first is kept and the
+// emulators are added.
 var demoTargets = []string{"primary", "secondary", "offsite"}
 
-func demoConfig(dir, url string) string {
+func demoConfig(url string, clouds []*devstack.Cloud) (string, int) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by 'custos demo'.\nnats:\n  url: %s\nkeys:\n  file: keys/custos.key\n  create: true\ntargets:\n", url)
-	for _, t := range demoTargets {
+	local := demoTargets
+	if len(clouds) > 0 {
+		local = demoTargets[:1]
+	}
+	names := slices.Clone(local)
+	for _, t := range local {
 		fmt.Fprintf(&b, "  - name: %s\n    kind: fs\n    path: targets/%s\n", t, t)
+	}
+	for _, c := range clouds {
+		names = append(names, c.Kind)
+		fmt.Fprintf(&b, "  - name: %s\n%s", c.Kind, c.Target)
 	}
 	b.WriteString("classes:\n")
 	for _, c := range []string{"critical", "important", "non_essential"} {
-		fmt.Fprintf(&b, "  %s:\n    targets: [%s, %s, %s]\n", c, demoTargets[0], demoTargets[1], demoTargets[2])
+		fmt.Fprintf(&b, "  %s:\n    targets: [%s]\n", c, strings.Join(names, ", "))
 	}
 	b.WriteString("worker:\n  pack_max_delay: 100ms\n  spool_dir: spool\n  drain_timeout: 30s\n")
-	return b.String()
+	return b.String(), len(names)
+}
+
+// startClouds starts the three cloud emulators under dir/clouds and exports their local-only
+// credentials to this process (which restores) and to the workers it starts.
+func startClouds(ctx context.Context, dir string) ([]*devstack.Cloud, error) {
+	starts := []func(ctx context.Context, dir string) (*devstack.Cloud, error){
+		func(ctx context.Context, dir string) (*devstack.Cloud, error) {
+			return devstack.StartS3(ctx, dir, "custos-demo")
+		},
+	}
+	var clouds []*devstack.Cloud
+	for i, start := range starts {
+		c, err := start(ctx, filepath.Join(dir, "clouds", strconv.Itoa(i)))
+		if err != nil {
+			stopClouds(clouds)
+			return nil, err
+		}
+		clouds = append(clouds, c)
+		for _, kv := range c.Env {
+			k, v, _ := strings.Cut(kv, "=")
+			os.Setenv(k, v)
+		}
+	}
+	return clouds, nil
+}
+
+func stopClouds(clouds []*devstack.Cloud) {
+	for _, c := range clouds {
+		c.Stop()
+	}
 }
 
 func runDemo(ctx context.Context, o demoOpts) error {
@@ -98,8 +146,19 @@ func runDemo(ctx context.Context, o demoOpts) error {
 	}
 	defer ns.Stop()
 	say("embedded JetStream at %s", ns.URL())
+	var clouds []*devstack.Cloud
+	if o.clouds {
+		if clouds, err = startClouds(ctx, o.dir); err != nil {
+			return err
+		}
+		defer stopClouds(clouds)
+		for _, c := range clouds {
+			say("%s emulator at %s", c.Kind, c.Endpoint)
+		}
+	}
 	cfgPath := filepath.Join(o.dir, "custos.yaml")
-	if err := os.WriteFile(cfgPath, []byte(demoConfig(o.dir, ns.URL())), 0o600); err != nil {
+	cfgText, replicas := demoConfig(ns.URL(), clouds)
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
 	cfg, err := config.Load(cfgPath)
@@ -180,8 +239,18 @@ func runDemo(ctx context.Context, o demoOpts) error {
 	if err != nil {
 		return err
 	}
+	if o.clouds {
+		// The emulators keep their data on disk under --dir: it must hold no plaintext either.
+		if _, _, err := scanTargets(filepath.Join(o.dir, "clouds"), shop.secrets()); err != nil {
+			return err
+		}
+		if err := verifyEveryReplica(ctx, parts.Targets, packs); err != nil {
+			return err
+		}
+		say("every pack and manifest verified by checksum in all %d targets", len(parts.Targets))
+	}
 	fmt.Printf("DEMO OK events=%d packs=%d objects=%d bytes_stored=%d replicas=%d customers_restored=%d customers_verified=%d customers_erased=%d elapsed=%s\n",
-		published, len(packs), files, stored, len(demoTargets), rep.Customers, verified, len(rep.Erased), time.Since(start).Round(time.Millisecond))
+		published, len(packs), files, stored, replicas, rep.Customers, verified, len(rep.Erased), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -193,7 +262,7 @@ func startWorkers(o demoOpts, cfgPath string) ([]*exec.Cmd, error) {
 			return procs, err
 		}
 		c := exec.Command(o.workerBin, "--config", cfgPath, "--name", fmt.Sprintf("worker-%d", i))
-		c.Stdout, c.Stderr = logf, logf
+		c.Stdout, c.Stderr = logf, logf // the environment (cloud credentials) is inherited
 		if err := c.Start(); err != nil {
 			return procs, fmt.Errorf("start worker: %w", err)
 		}
@@ -405,3 +474,24 @@ func (s *shop) secrets() [][]byte {
 }
 
 var _ = nats.Header{}
+
+// verifyEveryReplica checks that every indexed pack and its manifest are in every target with the
+// checksum the index and manifest name.
+func verifyEveryReplica(ctx context.Context, targets []target.Target, packs []catalog.PackRecord) error {
+	for _, pk := range packs {
+		sum, err := hex.DecodeString(pk.SHA256)
+		if err != nil || len(sum) != 32 {
+			return fmt.Errorf("pack %s: bad checksum in the index", pk.Pack)
+		}
+		for _, t := range targets {
+			ok, err := replica.Verify(ctx, t, pack.ObjectName(pk.Pack), pk.Size, [32]byte(sum))
+			if err != nil || !ok {
+				return fmt.Errorf("pack %s in %s: verified %v: %v", pk.Pack, t.Name(), ok, err)
+			}
+			if _, err := t.Stat(ctx, pack.ManifestName(pk.Pack)); err != nil {
+				return fmt.Errorf("manifest of pack %s in %s: %w", pk.Pack, t.Name(), err)
+			}
+		}
+	}
+	return nil
+}
