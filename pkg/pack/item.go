@@ -209,7 +209,7 @@ func OpenItemStream(r io.Reader, dek []byte, pseudonym, class, itemID string) (*
 		return nil, streamErr(err)
 	}
 	it := &ItemReader{zr: zr}
-	if err := json.Unmarshal(mb, &it.Meta); err != nil || it.Meta.V != 1 {
+	if err := json.Unmarshal(mb, &it.Meta); err != nil || it.Meta.V != 1 || it.Meta.Size < 0 {
 		zr.Close()
 		return nil, fmt.Errorf("%w: bad meta", ErrCorrupt)
 	}
