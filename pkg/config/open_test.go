@@ -49,7 +49,7 @@ targets:
   - {name: narrow, kind: fs, path: data/narrow, concurrency: 2}
 classes: {critical: {targets: [primary, narrow]}}
 `)
-	ts, err := c.OpenTargets()
+	ts, err := c.OpenTargets(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestOpenTargetsError(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "taken"), nil, 0o600); err != nil { // a file where the root should be
 		t.Fatal(err)
 	}
-	if ts, err := c.OpenTargets(); err == nil || !strings.Contains(err.Error(), "target a") {
+	if ts, err := c.OpenTargets(t.Context()); err == nil || !strings.Contains(err.Error(), "target a") {
 		closeAll(t, ts)
 		t.Fatalf("OpenTargets = %v, want an error naming target a", err)
 	}

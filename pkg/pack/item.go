@@ -178,14 +178,31 @@ func StreamItem(w io.Writer, dek []byte, pseudonym, class, itemID string, meta I
 type ItemReader struct {
 	Meta ItemMeta
 	zr   *zstd.Decoder
+	src  *sourceReader
 	left int64
+}
+
+// sourceReader remembers the error of the reader an item is read from, so that a failed read
+// (a dropped connection) is reported as itself and not as a corrupt item.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
 }
 
 // OpenItemStream authenticates and decrypts an item read from r as a stream. Read returns
 // crypto.ErrAuth as soon as a segment fails authentication; a caller must not trust bytes it
 // read before an error.
 func OpenItemStream(r io.Reader, dek []byte, pseudonym, class, itemID string) (*ItemReader, error) {
-	dr, err := crypto.NewReader(r, dek, ItemAAD(pseudonym, class, itemID))
+	src := &sourceReader{r: r}
+	dr, err := crypto.NewReader(src, dek, ItemAAD(pseudonym, class, itemID))
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +213,7 @@ func OpenItemStream(r io.Reader, dek []byte, pseudonym, class, itemID string) (*
 	var lb [4]byte
 	if _, err := io.ReadFull(zr, lb[:]); err != nil {
 		zr.Close()
-		return nil, streamErr(err)
+		return nil, streamErr(src, err)
 	}
 	n := binary.BigEndian.Uint32(lb[:])
 	if n > maxMeta {
@@ -206,9 +223,9 @@ func OpenItemStream(r io.Reader, dek []byte, pseudonym, class, itemID string) (*
 	mb := make([]byte, n)
 	if _, err := io.ReadFull(zr, mb); err != nil {
 		zr.Close()
-		return nil, streamErr(err)
+		return nil, streamErr(src, err)
 	}
-	it := &ItemReader{zr: zr}
+	it := &ItemReader{zr: zr, src: src}
 	if err := json.Unmarshal(mb, &it.Meta); err != nil || it.Meta.V != 1 || it.Meta.Size < 0 {
 		zr.Close()
 		return nil, fmt.Errorf("%w: bad meta", ErrCorrupt)
@@ -217,7 +234,10 @@ func OpenItemStream(r io.Reader, dek []byte, pseudonym, class, itemID string) (*
 	return it, nil
 }
 
-func streamErr(err error) error {
+func streamErr(src *sourceReader, err error) error {
+	if src.err != nil {
+		return fmt.Errorf("pack: read item: %w", src.err)
+	}
 	if errors.Is(err, crypto.ErrAuth) {
 		return err
 	}
@@ -237,7 +257,7 @@ func (it *ItemReader) Read(p []byte) (int, error) {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return 0, io.EOF
 		}
-		return 0, streamErr(err)
+		return 0, streamErr(it.src, err)
 	}
 	if int64(len(p)) > it.left {
 		p = p[:it.left]
@@ -250,7 +270,7 @@ func (it *ItemReader) Read(p []byte) (int, error) {
 		}
 		err = nil
 	} else if err != nil {
-		err = streamErr(err)
+		err = streamErr(it.src, err)
 	}
 	return n, err
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -24,14 +23,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// knownBug skips a test that fails because of a reported, unfixed bug, unless
-// CUSTOS_KNOWN_BUGS=1 asks to see it fail.
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("CUSTOS_KNOWN_BUGS") != "1" {
-		t.Skip("known bug (run with CUSTOS_KNOWN_BUGS=1 to see it fail): " + bug)
-	}
-}
 
 // Fixed keys and names: tests and the committed fuzz corpus depend on them.
 var (
@@ -368,7 +359,6 @@ func slicesConcat(parts ...[]byte) []byte {
 // must be able to tell a dropped connection (errors.Is the reader's error) from rot.
 func TestItemStreamReadError(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "pack.streamErr (item.go) formats the reader's error with %v under ErrCorrupt, so it is lost")
 	codec := newCodec(t)
 	sealed, err := codec.SealItem(testDEK, testPseudo, testClass, testItemID, testMeta(), random(4, 3*crypto.SegmentSize))
 	if err != nil {

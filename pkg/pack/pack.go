@@ -63,7 +63,21 @@ func PackID(itemIDs []string) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// ObjectName is the name of a pack object.
+// ValidID reports whether id has the form of a pack id: 32 lowercase hex digits. Ids read from
+// the index (which is not authenticated) must pass it before they name objects.
+func ValidID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range id {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ObjectName is the name of a pack object. id must be a ValidID.
 func ObjectName(packID string) string { return "packs/" + packID[:2] + "/" + packID }
 
 // ManifestName is the name of a pack's manifest object.

