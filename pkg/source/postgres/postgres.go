@@ -186,13 +186,15 @@ func (s *Source) nextCursor(ctx context.Context, class string, cl Class, prev *c
 			c.Tables[tb.Name] = &bound{Value: *v, Type: *typ}
 		}
 	}
+	// Sessions are left out only when pg_stat_activity positively shows them irrelevant (another
+	// database, a backup reader, autovacuum): a column hidden from an unprivileged role is NULL,
+	// the comparison is not true, and the session is waited for.
 	var open []string
 	err = conn.QueryRow(ctx, `SELECT coalesce(array_agg(l.virtualxid), '{}') FROM pg_locks AS l
 		WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_backend_pid()
-		AND l.pid IN (SELECT a.pid FROM pg_stat_activity AS a
-			JOIN pg_database AS d ON d.oid = a.datid WHERE d.datname = current_database())
 		AND l.pid NOT IN (SELECT a.pid FROM pg_stat_activity AS a
-			WHERE a.application_name = $1 OR a.backend_type = 'autovacuum worker')`,
+			WHERE a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+			OR a.application_name = $1 OR a.backend_type = 'autovacuum worker')`,
 		s.cfg.ApplicationName).Scan(&open)
 	if err != nil {
 		return c, fmt.Errorf("postgres: list open transactions: %w", err)

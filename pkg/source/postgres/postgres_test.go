@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -254,6 +255,29 @@ func TestInFlightTransaction(t *testing.T) {
 		}
 	})
 
+	// A reader without privileges to see other users' sessions in full must still wait for them.
+	t.Run("WaitsAsUnprivilegedRole", func(t *testing.T) {
+		d := newDB(t, srv, itemsSchema+`; CREATE ROLE reader LOGIN; GRANT SELECT ON items TO reader`)
+		s := newSource(t, cfg(strings.Replace(d.dsn, "//"+pgtest.Superuser+"@", "//reader@", 1), time.Minute))
+		d.exec(t, `INSERT INTO items (customer_id, key, value) VALUES ('c0', 'seed', 's')`)
+		_, c0 := readAll(t, s, source.Request{DataClass: "critical", Method: source.Full})
+		tx := open(t, d)
+		committed := make(chan error, 1)
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			committed <- tx.Commit(ctx)
+		}()
+		defer func() {
+			if err := <-committed; err != nil {
+				t.Error(err)
+			}
+		}()
+		got, _ := readAll(t, s, source.Request{DataClass: "critical", Method: source.Incremental, Cursor: c0})
+		if got["c1 items/slow"].Key == "" {
+			t.Errorf("incremental = %v: the open transaction's row is missing", keysOf(got))
+		}
+	})
+
 	t.Run("HeldBack", func(t *testing.T) {
 		d := newDB(t, srv, itemsSchema)
 		s := newSource(t, cfg(d.dsn, 100*time.Millisecond))
@@ -421,5 +445,47 @@ func TestCancelledNext(t *testing.T) {
 	got, _ := readAll(t, s, source.Request{DataClass: "critical", Method: source.Full})
 	if len(got) != 5000 {
 		t.Errorf("after a cancelled snapshot, full = %d records, want 5000", len(got))
+	}
+}
+
+// TestMemoryBounded streams a table of about 100 MB and checks that the live heap stays far
+// below that: rows are streamed, never collected.
+func TestMemoryBounded(t *testing.T) {
+	srv := pgtest.Start(t)
+	d := newDB(t, srv, itemsSchema+`; INSERT INTO items (customer_id, key, value)
+		SELECT 'c' || (i % 100), 'k' || i, repeat(md5(i::text), 128) FROM generate_series(1, 25000) AS i`)
+	s := newSource(t, Config{DSN: d.dsn, Classes: map[string]Class{"critical": {Tenant: "acme",
+		Tables: []Table{{Name: "items", Table: "items", CustomerColumn: "customer_id", KeyColumns: []string{"key"}, ChangeColumn: "updated_at"}}}}})
+	ctx := context.Background()
+	snap, err := s.Snapshot(ctx, source.Request{DataClass: "critical", Method: source.Full})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	var n, bytes int
+	var peak uint64
+	for {
+		rec, err := snap.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		bytes += len(rec.Data)
+		if n%2500 == 0 {
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+		}
+	}
+	t.Logf("%d records, %d MB of row JSON, peak live heap %d MB", n, bytes>>20, peak>>20)
+	if n != 25000 || bytes < 100_000_000 {
+		t.Fatalf("read %d records, %d bytes", n, bytes)
+	}
+	if peak > 32<<20 {
+		t.Errorf("live heap reached %d MB while streaming: rows are being held", peak>>20)
 	}
 }
