@@ -237,7 +237,7 @@ func (sn *snapshot) fetch(ctx context.Context, token string) error {
 		return fmt.Errorf("%w: httpexport: GET %s: HTTP %d (check %s)", source.ErrUnauthorized, sn.where(), resp.StatusCode, authHint(cfg))
 	case resp.StatusCode == http.StatusGone:
 		return fmt.Errorf("%w: httpexport: GET %s: HTTP 410: the endpoint no longer accepts this watermark or page token", source.ErrInvalidCursor, sn.where())
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented:
 		return fmt.Errorf("httpexport: GET %s: HTTP %d after %d retries", sn.where(), resp.StatusCode, cfg.RetryMax)
 	default:
 		return fmt.Errorf("%w: httpexport: GET %s: HTTP %d", source.ErrPermanent, sn.where(), resp.StatusCode)
