@@ -9,13 +9,20 @@
 // initdb and postgres refuse to run as root. When the test runs as root (as it does in CI), the
 // server runs as the "postgres" system user (or "nobody" when there is none) through
 // SysProcAttr.Credential, in a directory owned by that user.
+//
+// initdb runs once per PostgreSQL build and user: its result is kept as a template in the system
+// temp dir (custos-pgtest-template-*) and each server starts from a copy of it.
 package pgtest
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -129,13 +136,8 @@ func Start(t testing.TB) *Server {
 	}
 	s.Version = strings.TrimSpace(string(version))
 
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", Superuser, "-A", "trust",
-		"-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	initdb.Dir = dir
-	initdb.Env = serverEnv()
-	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
+	if err := newDataDir(bin, s.Version, cred, owner, data); err != nil {
+		t.Fatal(err)
 	}
 
 	// The port is picked free and may be taken by someone else before postgres binds it: retry.
@@ -199,12 +201,13 @@ func (s *Server) start(bin, data string, cred *syscall.Credential) error {
 	}
 }
 
-// stop asks for a fast shutdown (SIGINT) and kills the process group if that takes too long.
+// stop shuts the server down and kills the process group if that takes too long.
 func (s *Server) stop() {
 	if s.cmd == nil {
 		return
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	// Immediate shutdown: the data directory is thrown away, so no checkpoint is needed.
+	_ = s.cmd.Process.Signal(syscall.SIGQUIT)
 	select {
 	case <-s.waitDone:
 	case <-time.After(20 * time.Second):
@@ -318,4 +321,115 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// newDataDir fills data with a fresh cluster: a copy of a template made by initdb once per
+// PostgreSQL build and user and kept in the system temp dir (initdb takes seconds; a copy
+// does not).
+func newDataDir(bin, version string, cred *syscall.Credential, owner *owner, data string) error {
+	tmpl, err := templateDir(bin, version, cred, owner)
+	if err != nil {
+		return err
+	}
+	return copyTree(tmpl, data, owner)
+}
+
+func templateDir(bin, version string, cred *syscall.Credential, owner *owner) (string, error) {
+	uid := os.Geteuid()
+	if owner != nil {
+		uid = owner.uid
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d", bin, version, uid)))
+	final := filepath.Join(os.TempDir(), "custos-pgtest-template-"+hex.EncodeToString(sum[:6]))
+	if _, err := os.Stat(filepath.Join(final, "ready")); err == nil {
+		return filepath.Join(final, "data"), nil
+	}
+	// Build beside it and rename into place, so concurrent test binaries never see half a
+	// template; the loser of a race uses the winner's.
+	build, err := os.MkdirTemp(os.TempDir(), "custos-pgtest-build-")
+	if err != nil {
+		return "", fmt.Errorf("pgtest: %w", err)
+	}
+	if owner != nil {
+		if err := os.Chown(build, owner.uid, owner.gid); err != nil {
+			os.RemoveAll(build)
+			return "", fmt.Errorf("pgtest: chown %s to %s: %w", build, owner.name, err)
+		}
+	}
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", filepath.Join(build, "data"), "-U", Superuser,
+		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	initdb.Dir = build
+	initdb.Env = serverEnv()
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(build)
+		return "", fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(build, "ready"), nil, 0o644); err != nil {
+		os.RemoveAll(build)
+		return "", fmt.Errorf("pgtest: %w", err)
+	}
+	if err := os.Rename(build, final); err != nil {
+		os.RemoveAll(build)
+		if _, err2 := os.Stat(filepath.Join(final, "ready")); err2 != nil {
+			return "", fmt.Errorf("pgtest: template: %w", err)
+		}
+	}
+	return filepath.Join(final, "data"), nil
+}
+
+// copyTree copies the directory src to dst (which must not exist), keeping modes and giving
+// everything to owner when set.
+func copyTree(src, dst string, owner *owner) error {
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			if err := os.Mkdir(target, info.Mode().Perm()); err != nil {
+				return err
+			}
+		case info.Mode().IsRegular():
+			if err := copyFile(path, target, info.Mode().Perm()); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("unexpected file type %s", info.Mode().Type())
+		}
+		if owner != nil {
+			return os.Lchown(target, owner.uid, owner.gid)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("pgtest: copy template cluster: %w", err)
+	}
+	return nil
+}
+
+func copyFile(src, dst string, mode fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

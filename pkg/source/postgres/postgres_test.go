@@ -82,6 +82,7 @@ const itemsSchema = `CREATE TABLE items (
 // TestConformance runs the source suite in three configurations: a timestamp change column with
 // soft deletes, a query with a sequence change column and hard deletes, and xmin.
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Start(t)
 
 	t.Run("UpdatedAtSoftDelete", func(t *testing.T) {
@@ -203,6 +204,7 @@ func readAll(t testing.TB, s *Source, req source.Request) (map[string]source.Rec
 // the snapshot waits for it and contains it; without, the cursor is held back and the next
 // incremental contains it.
 func TestInFlightTransaction(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Start(t)
 	ctx := context.Background()
 	cfg := func(dsn string, wait time.Duration) Config {
@@ -335,6 +337,7 @@ func keysOf(m map[string]source.Record) []string {
 
 // TestHostileIdentifiers: names from configuration are quoted, never spliced into SQL.
 func TestHostileIdentifiers(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Start(t)
 	d := newDB(t, srv, `CREATE SCHEMA "s""; DROP TABLE canary; --";
 		CREATE TABLE canary (x int);
@@ -358,6 +361,7 @@ func TestHostileIdentifiers(t *testing.T) {
 }
 
 func TestConfigAndInputErrors(t *testing.T) {
+	t.Parallel()
 	good := Table{Name: "t", Table: "t", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u"}
 	for name, cfg := range map[string]Config{
 		"no DSN":           {Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good}}}},
@@ -425,6 +429,7 @@ func TestConfigAndInputErrors(t *testing.T) {
 // TestCancelledNext: cancelling the context of a Next ends the snapshot with that error and
 // leaves the source usable.
 func TestCancelledNext(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Start(t)
 	d := newDB(t, srv, itemsSchema+`; INSERT INTO items (customer_id, key, value) SELECT 'c' || (i % 10), 'k' || i, 'v' FROM generate_series(1, 5000) AS i`)
 	s := newSource(t, Config{DSN: d.dsn, Classes: map[string]Class{"critical": {Tenant: "acme",
@@ -450,6 +455,7 @@ func TestCancelledNext(t *testing.T) {
 
 // TestMemoryBounded streams a table of about 100 MB and checks that the live heap stays far
 // below that: rows are streamed, never collected.
+// It runs alone: the other tests are parallel and wait until the sequential ones are done.
 func TestMemoryBounded(t *testing.T) {
 	srv := pgtest.Start(t)
 	d := newDB(t, srv, itemsSchema+`; INSERT INTO items (customer_id, key, value)
