@@ -23,6 +23,7 @@
 //     rejects, a malformed page, refused credentials). Others may succeed on a retry of the whole
 //     snapshot.
 //   - Close releases the snapshot and may be called more than once, also before Next ran dry.
+//   - A Source is safe for concurrent use; a Snapshot is used by one goroutine at a time.
 //
 // Implementations hold no retry loops for whole snapshots, no metrics and no tracing: callers
 // wrap them. (A connector retries single HTTP requests, as every outbound HTTP call does.)

@@ -70,7 +70,7 @@ type Server struct {
 func BinDir() (string, error) {
 	if d := os.Getenv(BinDirEnv); d != "" {
 		if err := hasBinaries(d); err != nil {
-			return "", fmt.Errorf("pgtest: %s=%s: %w", BinDirEnv, d, err)
+			return "", fmt.Errorf("pgtest: %s=%s: %w (point it at PostgreSQL's bin directory, or unset it and run deploy/postgres/install.sh)", BinDirEnv, d, err)
 		}
 		return d, nil
 	}
