@@ -212,6 +212,7 @@ func TestImmutabilityUnsupported(t *testing.T) {
 		if !errors.Is(err, target.ErrPermanent) || !strings.Contains(fmt.Sprint(err), "immutability not supported by this service") {
 			t.Errorf("locked Put(%s) = %v, want a permanent 'immutability not supported' error", name, err)
 		}
+		t.Logf("locked Put(%s): %v", name, err)
 		_, err = az.container(cfg.Container).NewBlockBlobClient(name).GetBlockList(t.Context(), blockblob.BlockListTypeAll, nil)
 		if !bloberror.HasCode(err, bloberror.BlobNotFound) {
 			t.Errorf("block list of %s = %v, want BlobNotFound: nothing may be uploaded", name, err)
@@ -432,9 +433,9 @@ func blockCount(t *testing.T, cc *container.Client, name string) (committed, unc
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s after 10s", what)
+			t.Fatalf("no %s after 30s", what)
 		}
 	}
 }
