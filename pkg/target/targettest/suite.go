@@ -36,6 +36,7 @@ type Option func(*options)
 
 type options struct {
 	lockNotEnforced string
+	lockUnsupported string
 }
 
 // LockNotEnforced declares that the backend under test accepts retention and legal holds but does
@@ -44,6 +45,15 @@ type options struct {
 // test output instead of being hidden. Real services are always run without this option.
 func LockNotEnforced(reason string) Option {
 	return func(o *options) { o.lockNotEnforced = reason }
+}
+
+// LockUnsupported declares that the backend under test cannot apply retention or legal holds
+// at all where it runs (an emulator without immutability, say) and refuses such a Put. The
+// Locked test then checks that such a Put fails with an error matching target.ErrPermanent and
+// leaves nothing visible under the name, and logs reason, so the gap stays visible in the test
+// output. Real services are always run without this option.
+func LockUnsupported(reason string) Option {
+	return func(o *options) { o.lockUnsupported = reason }
 }
 
 // Run runs the conformance suite. newTarget must return a fresh, empty target for each call
@@ -71,7 +81,7 @@ func Run(t *testing.T, newTarget func(t *testing.T) target.Target, opts ...Optio
 		{"List", testList},
 		{"ListStops", testListStops},
 		{"Delete", testDelete},
-		{"Locked", func(t *testing.T, tg target.Target) { testLocked(t, tg, o.lockNotEnforced) }},
+		{"Locked", func(t *testing.T, tg target.Target) { testLocked(t, tg, o) }},
 		{"ContextCancelled", testContextCancelled},
 		{"CancelDuringPut", testCancelDuringPut},
 		{"FailingReader", testFailingReader},
@@ -411,15 +421,23 @@ func testDelete(t *testing.T, tg target.Target) {
 	AssertContent(t, tg, "packs/d", []byte("three"))
 }
 
-func testLocked(t *testing.T, tg target.Target, notEnforced string) {
+func testLocked(t *testing.T, tg target.Target, o options) {
 	ctx := t.Context()
 	data := []byte("locked")
+	notEnforced := o.lockNotEnforced
 	for name, opts := range map[string]target.PutOptions{
 		"retained": {RetainUntil: time.Now().Add(time.Hour)},
 		"held":     {LegalHold: true},
 	} {
 		opts.SHA256 = sha256.Sum256(data)
-		if err := tg.Put(ctx, name, bytes.NewReader(data), int64(len(data)), opts); err != nil {
+		err := tg.Put(ctx, name, bytes.NewReader(data), int64(len(data)), opts)
+		if o.lockUnsupported != "" {
+			t.Logf("lock on %s not supported by this backend: %s", name, o.lockUnsupported)
+			wantErr(t, "Put("+name+") with a lock", err, target.ErrPermanent)
+			AssertMissing(t, tg, name)
+			continue
+		}
+		if err != nil {
 			t.Fatalf("Put(%s): %v", name, err)
 		}
 		if notEnforced != "" {
