@@ -116,3 +116,11 @@ func firstInstant(w time.Time, loc *time.Location) time.Time {
 	}
 	return guess
 }
+
+// LocalTime returns the first instant at which loc's clocks show the given wall time or a later
+// one: the same rule Schedule.Next follows, for times that are not cron expressions (compliance
+// deadlines). Out-of-range values are normalized as time.Date does (day 0 is the last day of the
+// previous month).
+func LocalTime(year int, month time.Month, day, hour, minute int, loc *time.Location) time.Time {
+	return firstInstant(time.Date(year, month, day, hour, minute, 0, 0, time.UTC), loc)
+}
