@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -337,18 +336,19 @@ func TestServiceCatchUp(t *testing.T) {
 	t.Parallel()
 	p := parse(t, catchUpPolicy)
 	jan1 := date(2027, 1, 1)
-	tick := jan1.Add(2 * time.Hour)
+	day := 24 * time.Hour
+	tick := jan1.Add(2 * time.Hour) // daily at 02:00; catch_up 6h
 	for _, tc := range []struct {
-		name     string
-		back     time.Time // when a replica comes back
-		fired    bool
-		skipped  int64
-		firstDue time.Time // the first event the replica that comes back publishes
+		name    string
+		back    time.Time   // when a replica comes back
+		atBack  []time.Time // due times it publishes at once
+		skipped int64       // ticks it records as skipped
+		later   []time.Time // due times published over the next day
 	}{
-		{"within the window", tick.Add(5 * time.Hour), true, 0, tick},
-		{"at the window's edge", tick.Add(6 * time.Hour), true, 0, tick},
-		{"outside the window", tick.Add(6*time.Hour + time.Minute), false, 1, tick.Add(24 * time.Hour)},
-		{"ten days later", tick.Add(10*24*time.Hour + 3*time.Hour), false, 10, tick.Add(10 * 24 * time.Hour)},
+		{"within the window", tick.Add(5 * time.Hour), []time.Time{tick}, 0, []time.Time{tick.Add(day)}},
+		{"at the window's edge", tick.Add(6 * time.Hour), []time.Time{tick}, 0, []time.Time{tick.Add(day)}},
+		{"outside the window", tick.Add(6*time.Hour + time.Minute), nil, 1, []time.Time{tick.Add(day)}},
+		{"ten days later", tick.Add(10*day + 3*time.Hour), []time.Time{tick.Add(10 * day)}, 10, []time.Time{tick.Add(11 * day)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -361,45 +361,39 @@ func TestServiceCatchUp(t *testing.T) {
 			r := b.service(t, "b")
 			b.clock.waitIdle(t, 1)
 			got := b.stream(t)
-			if tc.fired {
-				if len(got) != 1 || !got[0].due.Equal(tick) || !got[0].time.Equal(tc.back) {
-					t.Fatalf("stream %+v", got)
-				}
-			} else if !slices.ContainsFunc(got, func(p published) bool { return p.due.Equal(tc.firstDue) }) && len(got) > 0 {
-				t.Fatalf("stream %+v", got)
+			if len(got) != len(tc.atBack) {
+				t.Fatalf("published %+v, want due %v", got, tc.atBack)
 			}
-			st := r.Stats()
-			if st.Skipped != tc.skipped {
+			for i, g := range got {
+				if !g.due.Equal(tc.atBack[i]) || !g.time.Equal(tc.back) {
+					t.Fatalf("published %+v, want due %s at %s", g, tc.atBack[i], tc.back)
+				}
+			}
+			if st := r.Stats(); st.Skipped != tc.skipped || st.Fired != int64(len(tc.atBack)) {
 				t.Fatalf("stats %+v", st)
 			}
-			if tc.skipped > 0 && !strings.Contains(b.logs.String(), "event too old to fire: skipped") {
-				t.Fatalf("no log of the skipped tick:\n%s", b.logs)
+			if logged := strings.Count(b.logs.String(), "event too old to fire: skipped"); logged != int(tc.skipped) {
+				t.Fatalf("%d skipped ticks logged, want %d:\n%s", logged, tc.skipped, b.logs)
 			}
-			// Another replica starting now fires nothing again, and skips nothing again.
+			// Another replica starting now fires nothing again and skips nothing again.
 			c := b.service(t, "c")
 			b.clock.waitIdle(t, 2)
 			if st := c.Stats(); st.Fired != 0 || st.Skipped != 0 {
 				t.Fatalf("third replica: %+v", st)
 			}
-			// Both keep going: the next day's tick fires once.
-			b.runUntil(t, tc.back.Add(24*time.Hour), 2)
-			got = b.stream(t)
-			var dues []time.Time
-			for _, g := range got {
-				dues = append(dues, g.due)
+			// Both go on: the next tick fires once, on time.
+			b.runUntil(t, tc.back.Add(day), 2)
+			got = b.stream(t)[len(tc.atBack):]
+			if len(got) != len(tc.later) {
+				t.Fatalf("then published %+v, want due %v", got, tc.later)
 			}
-			if len(got) == 0 || !got[0].due.Equal(tc.firstDue) {
-				t.Fatalf("first published %v, want due %s", dues, tc.firstDue)
+			for i, g := range got {
+				if !g.due.Equal(tc.later[i]) || !g.time.Equal(g.due) {
+					t.Fatalf("then published %+v, want due %s on time", g, tc.later[i])
+				}
 			}
-			wantN := 1
-			if tc.fired || tc.firstDue.Before(tc.back) {
-				wantN = 2
-			}
-			if len(got) != wantN {
-				t.Fatalf("published %v, want %d", dues, wantN)
-			}
-			if st := c.Stats(); st.Skipped != 0 {
-				t.Fatalf("third replica: %+v", st)
+			if st := r.Stats(); st.Skipped != tc.skipped {
+				t.Fatalf("stats after a day %+v", st)
 			}
 		})
 	}
