@@ -621,7 +621,7 @@ func (d *decoder) retention(cm mapping, c *Class, rpoText string) Retention {
 	if n == nil {
 		return r
 	}
-	m := d.mapping(n, where+"retention.", "min", "keep_last", "daily", "weekly", "monthly", "yearly")
+	m := d.mapping(n, where+"retention: ", "min", "keep_last", "daily", "weekly", "monthly", "yearly")
 	m.key = cm.keyNode("retention")
 	if n.Kind != yaml.MappingNode {
 		return r
@@ -652,7 +652,7 @@ func (d *decoder) immutability(cm mapping, c *Class, p *Policy) Immutability {
 	if n == nil {
 		return im
 	}
-	m := d.mapping(n, where+"immutability.", "mode", "retain_days", "legal_hold_on_suspicious")
+	m := d.mapping(n, where+"immutability: ", "mode", "retain_days", "legal_hold_on_suspicious")
 	m.key = cm.keyNode("immutability")
 	if n.Kind != yaml.MappingNode {
 		return im
