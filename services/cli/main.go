@@ -29,7 +29,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
-	root.AddCommand(restoreCmd(), demoCmd(), dlqCmd())
+	root.AddCommand(restoreCmd(), demoCmd(), dlqCmd(), policyCmd(), scheduleCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
