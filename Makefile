@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Every Go module of the workspace; deploy/tools is a separate tool module outside go.work.
-MODULES := proto pkg services/worker services/cli tests
+MODULES := proto pkg services/worker services/cli services/scheduler tests
 BIN     := bin
 GOTEST  ?= go test
 TEST_TIMEOUT ?= 15m
@@ -17,6 +17,7 @@ build: ## Build every binary into bin/ (bin/custos is the admin CLI)
 	@mkdir -p $(BIN)
 	cd services/cli && go build -o ../../$(BIN)/custos .
 	cd services/worker && go build -o ../../$(BIN)/custos-worker .
+	cd services/scheduler && go build -o ../../$(BIN)/custos-scheduler .
 
 .PHONY: demo
 demo: build ## Run the whole pipeline on the embedded default (state under .demo/)
@@ -56,7 +57,7 @@ lint: ## gofmt, go vet, layer rules, go directives and standalone builds of each
 	@out=$$(gofmt -l $(MODULES) deploy/tools); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	@bash deploy/lint-layers.sh
-	@for m in services/worker services/cli; do (cd $$m && GOWORK=off go build -o /dev/null . ) || { echo "$$m does not build alone (GOWORK=off)"; exit 1; }; done
+	@for m in services/worker services/cli services/scheduler; do (cd $$m && GOWORK=off go build -o /dev/null . ) || { echo "$$m does not build alone (GOWORK=off)"; exit 1; }; done
 
 .PHONY: tidy
 tidy: ## go mod tidy in every module, then sync the workspace

@@ -23,7 +23,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-
 // Fixed keys and names: tests and the committed fuzz corpus depend on them.
 var (
 	testDEK     = bytes.Repeat([]byte{0x11}, crypto.KeySize)

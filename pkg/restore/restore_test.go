@@ -354,8 +354,6 @@ func TestSameEventTimeHighestSequenceWins(t *testing.T) {
 	checkFiles(t, out, want(out, rec("alice", "k", "third", t0)))
 }
 
-
-
 // damage is one way a stored copy can go bad.
 type damage struct {
 	name  string
