@@ -3,9 +3,12 @@ package config
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/custos-dev/custos/pkg/target"
+	"github.com/custos-dev/custos/pkg/target/azure"
 	"github.com/custos-dev/custos/pkg/target/fs"
+	"github.com/custos-dev/custos/pkg/target/gcs"
 	"github.com/custos-dev/custos/pkg/target/s3"
 	"github.com/custos-dev/custos/pkg/target/stack"
 )
@@ -42,6 +45,14 @@ func (c *Config) openProvider(ctx context.Context, tc Target) (target.Target, er
 	case "s3":
 		return s3.New(ctx, s3.Config{Name: tc.Name, Provider: tc.Provider, Endpoint: tc.Endpoint, Account: tc.Account,
 			Region: tc.Region, Bucket: tc.Bucket, Prefix: tc.Prefix, UsePathStyle: tc.PathStyle, LockMode: tc.LockMode})
+	case "gcs":
+		return gcs.New(ctx, gcs.Config{Name: tc.Name, Bucket: tc.Bucket, Prefix: tc.Prefix, Endpoint: tc.Endpoint})
+	case "azure":
+		// Shared-key credentials, when wanted, come from the environment variables the Azure
+		// tools use; otherwise the SDK's DefaultAzureCredential chain applies.
+		return azure.New(ctx, azure.Config{Name: tc.Name, AccountURL: tc.Endpoint, Container: tc.Container, Prefix: tc.Prefix,
+			AccountName: os.Getenv("AZURE_STORAGE_ACCOUNT"), AccountKey: os.Getenv("AZURE_STORAGE_KEY"),
+			SASToken: os.Getenv("AZURE_STORAGE_SAS_TOKEN")})
 	default:
 		return nil, fmt.Errorf("unknown kind %q", tc.Kind)
 	}

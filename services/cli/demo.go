@@ -103,6 +103,12 @@ func startClouds(ctx context.Context, dir string) ([]*devstack.Cloud, error) {
 		func(ctx context.Context, dir string) (*devstack.Cloud, error) {
 			return devstack.StartS3(ctx, dir, "custos-demo")
 		},
+		func(ctx context.Context, dir string) (*devstack.Cloud, error) {
+			return devstack.StartGCS(ctx, dir, "custos-demo")
+		},
+		func(ctx context.Context, dir string) (*devstack.Cloud, error) {
+			return devstack.StartAzure(ctx, dir, "custos-demo")
+		},
 	}
 	var clouds []*devstack.Cloud
 	for i, start := range starts {

@@ -37,6 +37,12 @@ func TestCloudDownAndBack(t *testing.T) {
 		{"s3", func(ctx context.Context, dir string) (*devstack.Cloud, error) {
 			return devstack.StartS3(ctx, dir, "custos-outage")
 		}},
+		{"gcs", func(ctx context.Context, dir string) (*devstack.Cloud, error) {
+			return devstack.StartGCS(ctx, dir, "custos-outage")
+		}},
+		{"azure", func(ctx context.Context, dir string) (*devstack.Cloud, error) {
+			return devstack.StartAzure(ctx, dir, "custos-outage")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { testCloudDownAndBack(t, tc.start) })
 	}
