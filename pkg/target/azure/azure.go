@@ -34,6 +34,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -57,7 +58,11 @@ type Target struct {
 	name      string
 	cc        *container.Client
 	closeIdle func() // closes the idle connections of the target's own transport
-	immutable bool   // the container supports version-level immutability
+	// immutable says whether the container supports version-level immutability; immKnown is
+	// false until the container's properties could be read (New tolerates an outage).
+	immMu     sync.Mutex
+	immutable bool
+	immKnown  bool
 	now       func() time.Time
 	pageSize  int32 // List page size; tests lower it to exercise paging
 }

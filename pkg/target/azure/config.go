@@ -187,17 +187,35 @@ func newTarget(ctx context.Context, cfg Config, hc *http.Client) (*Target, error
 	if err != nil {
 		return nil, fmt.Errorf("azure: %w", err)
 	}
-	props, err := cc.GetProperties(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("azure: container %s: %w", cfg.Container, classify(ctx, err))
-	}
-	return &Target{
+	t := &Target{
 		cfg:       cfg,
 		name:      "azure:" + cfg.Name,
 		cc:        cc,
 		closeIdle: func() {},
-		immutable: props.IsImmutableStorageWithVersioningEnabled != nil && *props.IsImmutableStorageWithVersioningEnabled,
 		now:       time.Now,
 		pageSize:  5000,
-	}, nil
+	}
+	// A missing container or refused credentials fail New; a service that does not answer
+	// does not: a worker must be able to start while one target is out, and the properties
+	// are read again before the first locked Put.
+	if _, err := t.supportsImmutability(ctx); err != nil && errors.Is(err, target.ErrPermanent) {
+		return nil, err
+	}
+	return t, nil
+}
+
+// supportsImmutability reads, once, whether the container has version-level immutability.
+func (t *Target) supportsImmutability(ctx context.Context) (bool, error) {
+	t.immMu.Lock()
+	defer t.immMu.Unlock()
+	if t.immKnown {
+		return t.immutable, nil
+	}
+	props, err := t.cc.GetProperties(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("azure: container %s: %w", t.cfg.Container, classify(ctx, err))
+	}
+	t.immutable = props.IsImmutableStorageWithVersioningEnabled != nil && *props.IsImmutableStorageWithVersioningEnabled
+	t.immKnown = true
+	return t.immutable, nil
 }

@@ -35,7 +35,7 @@ func (t *Target) put(ctx context.Context, name string, r io.ReadSeeker, size int
 	if size < 0 {
 		return fmt.Errorf("%w: negative size %d", target.ErrChecksumMismatch, size)
 	}
-	lk, err := t.lockFor(opts)
+	lk, err := t.lockFor(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -78,12 +78,16 @@ func (l lock) set() bool { return l.legalHold != nil || l.until != nil }
 
 // lockFor maps opts to immutability settings, or fails if the container cannot apply them. A
 // RetainUntil that has already passed asks for nothing.
-func (t *Target) lockFor(opts target.PutOptions) (lock, error) {
+func (t *Target) lockFor(ctx context.Context, opts target.PutOptions) (lock, error) {
 	retain := opts.RetainUntil.After(t.now())
 	if !retain && !opts.LegalHold {
 		return lock{}, nil
 	}
-	if !t.immutable {
+	immutable, err := t.supportsImmutability(ctx)
+	if err != nil {
+		return lock{}, err
+	}
+	if !immutable {
 		return lock{}, &unsupportedError{reason: "container " + t.cfg.Container + " has no version-level immutability"}
 	}
 	var l lock
