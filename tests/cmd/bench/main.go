@@ -39,6 +39,9 @@ var (
 	events    = flag.Int("events", 20000, "events for the throughput runs")
 	bigMiB    = flag.Int("big-mib", 1024, "size of the large item in MiB")
 	latencyS  = flag.Duration("latency-for", 5*time.Second, "how long to publish at half rate for latency")
+	packMiB   = flag.Int("pack-mib", 256, "size of the large pack written to each target")
+	smallN    = flag.Int("small-packs", 500, "small (64 KiB) packs written to each target")
+	only      = flag.String("only", "", "\"targets\": only the per-target write figures")
 )
 
 func main() {
@@ -59,6 +62,14 @@ func run() error {
 		if bin, err = harness.WorkerBinary(); err != nil {
 			return err
 		}
+	}
+	if *only == "" || *only == "targets" {
+		if err := targetBench(ctx, *packMiB, *smallN); err != nil {
+			return fmt.Errorf("targets: %w", err)
+		}
+	}
+	if *only == "targets" {
+		return nil
 	}
 	payload := record(1024)
 
