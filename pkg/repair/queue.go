@@ -38,6 +38,8 @@ type Missing struct {
 	From    []string  `json:"from"`    // targets that held every object when it was recorded
 	Since   time.Time `json:"since"`
 	Reason  string    `json:"reason"` // the write error, for operators; holds no customer data
+	// RetainUntil is the immutability the other replicas got; the repaired copy gets the same.
+	RetainUntil time.Time `json:"retain_until,omitzero"`
 }
 
 // Queue is the repair queue.

@@ -136,7 +136,7 @@ func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, s
 	for i, t := range held {
 		names[i] = t.Name()
 	}
-	if err := w.recordMissing(ctx, m, class, targets, names, reasons, packObj, manObj); err != nil {
+	if err := w.recordMissing(ctx, m, class, targets, names, reasons, opts.RetainUntil, packObj, manObj); err != nil {
 		return err
 	}
 	ictx, span := w.tracer.Start(ctx, "index")
@@ -161,7 +161,7 @@ func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, s
 // recordMissing queues a repair for every target of the class that does not hold the pack and
 // its manifest. It runs before the index names the pack, so no acknowledged pack is ever short of
 // replicas without a record saying so.
-func (w *Worker) recordMissing(ctx context.Context, m pack.Manifest, class string, all []target.Target, held []string, reasons map[string]string, objs ...repair.Object) error {
+func (w *Worker) recordMissing(ctx context.Context, m pack.Manifest, class string, all []target.Target, held []string, reasons map[string]string, retainUntil time.Time, objs ...repair.Object) error {
 	if len(held) == len(all) {
 		return nil
 	}
@@ -173,7 +173,7 @@ func (w *Worker) recordMissing(ctx context.Context, m pack.Manifest, class strin
 			continue
 		}
 		miss := repair.Missing{Pack: m.Pack, Class: class, Target: t.Name(), Objects: objs, From: held,
-			Since: w.cfg.Clock().UTC(), Reason: reasons[t.Name()]}
+			Since: w.cfg.Clock().UTC(), Reason: reasons[t.Name()], RetainUntil: retainUntil}
 		if err := w.deps.Repairs.Add(ctx, miss); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"io"
 	"slices"
 	"testing"
@@ -19,6 +20,7 @@ import (
 func minTwoOfThree(c *Config) {
 	for name, cl := range c.Classes {
 		cl.MinReplicas = 2
+		cl.Retain = time.Hour
 		c.Classes[name] = cl
 	}
 	c.ReplicaGrace = 100 * time.Millisecond
@@ -136,6 +138,10 @@ func TestTargetDownCaughtUp(t *testing.T) {
 				t.Fatalf("repaired %s differs from the healthy replica (err %v)", obj, err)
 			}
 		}
+	}
+	// The repaired copies are as immutable as the others.
+	if err := down.Delete(ctx, packs[0]); !errors.Is(err, target.ErrLocked) {
+		t.Fatalf("Delete of a repaired pack = %v, want ErrLocked (retention copied)", err)
 	}
 	// Restoring from the repaired target alone gives everything back.
 	only := &bundle{t: t, ns: b.ns, kms: b.kms, keys: b.keys, index: b.index, targets: []target.Target{down}}
