@@ -25,8 +25,10 @@ demo: build ## Run the whole pipeline on the embedded default (state under .demo
 
 .PHONY: emulators
 emulators: ## Install the pinned emulators (S3, GCS, Azure) and PostgreSQL the tests need, cached in .cache/
-	@for s in deploy/emulators/*/install.sh deploy/postgres/install.sh; do \
-		if [ -f "$$s" ]; then bash "$$s" || { echo "$$s failed"; exit 1; }; fi; done
+	@# In parallel: a cold install is mostly module and package downloads.
+	@pids=""; for s in deploy/emulators/*/install.sh deploy/postgres/install.sh; do \
+		if [ -f "$$s" ]; then bash "$$s" & pids="$$pids $$!:$$s"; fi; done; \
+	fail=0; for p in $$pids; do wait $${p%%:*} || { echo "$${p#*:} failed"; fail=1; }; done; exit $$fail
 
 .PHONY: conformance
 conformance: emulators ## Run the target conformance suite against every target: one CONFORMANCE line each
