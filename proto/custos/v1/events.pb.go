@@ -440,7 +440,7 @@ type ScheduleTick struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. data_class is required; customer_id empty means every customer of the class.
 	Meta *Meta `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
-	// Required. Name of the schedule that fired, e.g. "critical-daily".
+	// Required. Name of the schedule that fired within its data class, e.g. "daily".
 	Schedule string `protobuf:"bytes,2,opt,name=schedule,proto3" json:"schedule,omitempty"`
 	// Required. Backup method: "incremental" or "full".
 	Method string `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
