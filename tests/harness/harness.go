@@ -198,7 +198,11 @@ func (s *Stack) StartWorker(bin, name string) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--config", s.Config, "--name", name)
+	args := []string{"--config", s.Config, "--name", name}
+	if d := os.Getenv("CUSTOS_BENCH_PROFILE_DIR"); d != "" { // CPU profiles of bench workers
+		args = append(args, "--cpuprofile", filepath.Join(d, name+".prof"))
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
