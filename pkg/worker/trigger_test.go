@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/target"
+	"github.com/custos-dev/custos/pkg/target/fs"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 
@@ -190,5 +193,67 @@ func TestSuspiciousActivityHeldAndAudited(t *testing.T) {
 	}
 	if alerts != 1 {
 		t.Fatalf("custos.alerts = %d, want 1", alerts)
+	}
+}
+
+// With a class retention, every pack of the class is retained; when the retention is over the
+// ordinary pack may go while the held one stays held.
+func TestLegalHoldOutlivesRetention(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	b := setup(t, func(c *Config) {
+		var names []string
+		c.Targets = nil
+		for _, n := range []string{"ra", "rb"} {
+			tg, err := fs.New(filepath.Join(t.TempDir(), n), fs.WithLabel(n), fs.WithClock(clock))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Targets = append(c.Targets, tg)
+			names = append(names, tg.Name())
+		}
+		c.Classes = map[string]Class{"critical": {Targets: names, Retain: time.Hour}}
+	})
+	b.startWorker()
+	ctx := context.Background()
+	if _, err := b.producer.PublishPostTransaction(ctx, postTx("ord-1", "c-ordinary", "critical", "k", []byte("ordinary"))); err != nil {
+		t.Fatal(err)
+	}
+	sus := &custosv1.SuspiciousActivity{
+		Meta:   &custosv1.Meta{EventId: "sus-1", Time: timestamppb.Now(), Tenant: "t1", CustomerId: "c-suspect", DataClass: "critical"},
+		Reason: "ransomware pattern", DetectedBy: "guard", Records: []*custosv1.Record{inline("k", "held")},
+	}
+	if _, err := b.producer.PublishSuspiciousActivity(ctx, sus); err != nil {
+		t.Fatal(err)
+	}
+	b.waitSettled()
+	entries, _ := b.auditEntries()
+	if len(entries) != 1 || entries[0].Severity != "high" || len(entries[0].Packs) != 1 {
+		t.Fatalf("audit %+v, want one suspicious entry with the default severity", entries)
+	}
+	held := entries[0].Packs[0]
+	packs, err := b.index.Packs(ctx)
+	if err != nil || len(packs) != 2 {
+		t.Fatalf("index holds %d packs (%v), want 2", len(packs), err)
+	}
+	for _, tg := range b.cfg.Targets {
+		for _, p := range packs {
+			if err := tg.Delete(ctx, pack.ObjectName(p.Pack)); !errors.Is(err, target.ErrLocked) {
+				t.Fatalf("%s: Delete of %s within retention = %v, want ErrLocked", tg.Name(), p.Pack, err)
+			}
+		}
+	}
+	now.Add(int64(2 * time.Hour))
+	for _, tg := range b.cfg.Targets {
+		for _, p := range packs {
+			err := tg.Delete(ctx, pack.ObjectName(p.Pack))
+			if p.Pack == held && !errors.Is(err, target.ErrLocked) {
+				t.Fatalf("%s: Delete of the held pack after retention = %v, want ErrLocked", tg.Name(), err)
+			}
+			if p.Pack != held && err != nil {
+				t.Fatalf("%s: Delete of the ordinary pack after retention = %v, want nil", tg.Name(), err)
+			}
+		}
 	}
 }
