@@ -40,6 +40,9 @@ type Missing struct {
 	Reason  string    `json:"reason"` // the write error, for operators; holds no customer data
 	// RetainUntil is the immutability the other replicas got; the repaired copy gets the same.
 	RetainUntil time.Time `json:"retain_until,omitzero"`
+	// LegalHold is set when the other replicas are under legal hold (suspicious activity); the
+	// repaired copy is held too.
+	LegalHold bool `json:"legal_hold,omitempty"`
 }
 
 // Queue is the repair queue.

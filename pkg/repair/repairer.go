@@ -240,7 +240,7 @@ func (r *Repairer) copyObject(ctx context.Context, dst target.Target, m Missing,
 			continue
 		}
 		res := replica.Write(ctx, []target.Target{dst}, o.Name, o.Size, sum,
-			func() (io.ReadSeeker, error) { return os.Open(f) }, target.PutOptions{RetainUntil: m.RetainUntil})
+			func() (io.ReadSeeker, error) { return os.Open(f) }, target.PutOptions{RetainUntil: m.RetainUntil, LegalHold: m.LegalHold})
 		os.Remove(f)
 		if err := res[0].Err; err != nil {
 			if errors.Is(err, replica.ErrConflict) {

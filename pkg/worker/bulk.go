@@ -30,7 +30,7 @@ var errPermanent = errors.New("permanent")
 
 // backupRef streams one large record into its own pack through a spool file that holds only
 // ciphertext, so memory does not grow with the record's size (docs/design.md section 6).
-func (w *Worker) backupRef(h *heldMsg, meta *custosv1.Meta, idx int, r *custosv1.Record) {
+func (w *Worker) backupRef(h *heldMsg, meta *custosv1.Meta, idx int, r *custosv1.Record, hold bool) {
 	ctx, cancel := context.WithTimeout(w.workCtx, commitTimeout)
 	defer cancel()
 	ctx, span := w.tracer.Start(trace.ContextWithSpan(ctx, h.span), "backup large item")
@@ -74,23 +74,23 @@ func (w *Worker) backupRef(h *heldMsg, meta *custosv1.Meta, idx int, r *custosv1
 	}
 	w.count(func(s *Stats) { s.Items++ })
 	pid := pack.PackID([]string{id})
-	if err := w.intents.publish(ctx, intent{Pack: pid, Class: class, Seqs: []uint64{h.seq}, Bulk: true}); err != nil {
+	if err := w.intents.publish(ctx, intent{Pack: pid, Class: class, Seqs: []uint64{h.seq}, Bulk: true, Hold: hold}); err != nil {
 		h.retryLater(err)
 		return
 	}
 	m := pack.Manifest{V: 1, Pack: pid, Class: class, Size: n, SHA256: hex.EncodeToString(sum[:]), NewestEvent: im.EventTime,
 		Items: []pack.Entry{{ID: id, Customer: pseudo, Seq: h.seq, EventTime: im.EventTime, Length: n, SHA256: hex.EncodeToString(sum[:])}}}
-	err = w.writePack(ctx, class, m, sum, fileSource(spool))
+	err = w.writePack(ctx, class, hold, m, sum, fileSource(spool))
 	if errors.Is(err, replica.ErrConflict) {
 		// An earlier delivery stored this item with other random nonces before it died. Adopt
 		// that copy (after authenticating it) so every target holds the same bytes.
-		err = w.adopt(ctx, dek, pseudo, class, m)
+		err = w.adopt(ctx, dek, pseudo, class, hold, m)
 	}
 	if err != nil {
 		h.retryLater(err)
 		return
 	}
-	h.ack()
+	w.finish(h, pid)
 }
 
 func fileSource(path string) replica.Source {
@@ -129,7 +129,7 @@ func (c *hashCounter) Write(p []byte) (int, error) {
 
 // adopt finds the copy of a large item that a target already holds, authenticates it, and
 // writes that copy everywhere.
-func (w *Worker) adopt(ctx context.Context, dek []byte, pseudo, class string, m pack.Manifest) error {
+func (w *Worker) adopt(ctx context.Context, dek []byte, pseudo, class string, hold bool, m pack.Manifest) error {
 	name := pack.ObjectName(m.Pack)
 	for _, t := range w.classTargets(class) {
 		info, err := t.Stat(ctx, name)
@@ -160,7 +160,7 @@ func (w *Worker) adopt(ctx context.Context, dek []byte, pseudo, class string, m 
 		sum := [32]byte(hw.h.Sum(nil))
 		m.Size, m.SHA256 = hw.n, hex.EncodeToString(sum[:])
 		m.Items[0].Length, m.Items[0].SHA256 = hw.n, m.SHA256
-		if err := w.writePack(ctx, class, m, sum, fileSource(f.Name())); err == nil {
+		if err := w.writePack(ctx, class, hold, m, sum, fileSource(f.Name())); err == nil {
 			return nil
 		}
 	}

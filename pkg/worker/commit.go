@@ -80,7 +80,7 @@ func (w *Worker) commit(b *batch) {
 		for i, h := range b.events {
 			seqs[i] = h.seq
 		}
-		if err := w.intents.publish(ctx, intent{Pack: built.Manifest.Pack, Class: b.class, Seqs: seqs}); err != nil {
+		if err := w.intents.publish(ctx, intent{Pack: built.Manifest.Pack, Class: b.class, Seqs: seqs, Hold: b.hold}); err != nil {
 			w.failBatch(b, span, err)
 			return
 		}
@@ -92,22 +92,23 @@ func (w *Worker) commit(b *batch) {
 		}
 	}
 	src := replica.BytesSource(built.Data)
-	if err := w.writePack(ctx, b.class, built.Manifest, built.Sum, src); err != nil {
+	if err := w.writePack(ctx, b.class, b.hold, built.Manifest, built.Sum, src); err != nil {
 		w.failBatch(b, span, err)
 		return
 	}
 	for _, h := range b.events {
-		h.ack()
+		w.finish(h, built.Manifest.Pack)
 	}
 }
 
 // writePack writes the pack, then its manifest, then records the targets that missed them for
 // repair, then the index entries, then marks the intent done. It returns nil only when the class's
-// minimum number of targets holds both the pack and the manifest.
-func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, sum [32]byte, src replica.Source) error {
+// minimum number of targets holds both the pack and the manifest. With hold, every object is
+// written under legal hold.
+func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.Manifest, sum [32]byte, src replica.Source) error {
 	cl := w.cfg.Classes[class]
 	targets := w.classTargets(class)
-	var opts target.PutOptions
+	opts := target.PutOptions{LegalHold: hold}
 	if cl.Retain > 0 {
 		opts.RetainUntil = w.cfg.Clock().Add(cl.Retain)
 	}
@@ -136,7 +137,7 @@ func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, s
 	for i, t := range held {
 		names[i] = t.Name()
 	}
-	if err := w.recordMissing(ctx, m, class, targets, names, reasons, opts.RetainUntil, packObj, manObj); err != nil {
+	if err := w.recordMissing(ctx, m, class, targets, names, reasons, opts, packObj, manObj); err != nil {
 		return err
 	}
 	ictx, span := w.tracer.Start(ctx, "index")
@@ -161,7 +162,7 @@ func (w *Worker) writePack(ctx context.Context, class string, m pack.Manifest, s
 // recordMissing queues a repair for every target of the class that does not hold the pack and
 // its manifest. It runs before the index names the pack, so no acknowledged pack is ever short of
 // replicas without a record saying so.
-func (w *Worker) recordMissing(ctx context.Context, m pack.Manifest, class string, all []target.Target, held []string, reasons map[string]string, retainUntil time.Time, objs ...repair.Object) error {
+func (w *Worker) recordMissing(ctx context.Context, m pack.Manifest, class string, all []target.Target, held []string, reasons map[string]string, opts target.PutOptions, objs ...repair.Object) error {
 	if len(held) == len(all) {
 		return nil
 	}
@@ -173,7 +174,7 @@ func (w *Worker) recordMissing(ctx context.Context, m pack.Manifest, class strin
 			continue
 		}
 		miss := repair.Missing{Pack: m.Pack, Class: class, Target: t.Name(), Objects: objs, From: held,
-			Since: w.cfg.Clock().UTC(), Reason: reasons[t.Name()], RetainUntil: retainUntil}
+			Since: w.cfg.Clock().UTC(), Reason: reasons[t.Name()], RetainUntil: opts.RetainUntil, LegalHold: opts.LegalHold}
 		if err := w.deps.Repairs.Add(ctx, miss); err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/custos-dev/custos/pkg/target"
@@ -73,6 +74,8 @@ type Config struct {
 	Clock  func() time.Time
 	// TracerProvider defaults to the global provider.
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the custos.alerts counter; it defaults to the global provider.
+	MeterProvider metric.MeterProvider
 
 	// Test hooks simulate a crash at a step of the commit (the error aborts the commit there).
 	testAfterIntent func(packID string) error

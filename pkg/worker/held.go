@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/custos-dev/custos/pkg/audit"
 )
 
 // heldMsg is one event the worker holds: received, not yet acknowledged, naked or dead-lettered.
@@ -20,6 +22,8 @@ type heldMsg struct {
 	received  time.Time
 	ctx       context.Context // carries the event's processing span
 	span      trace.Span
+	// audit is the entry to append once the event is settled; nil for events not audited.
+	audit *audit.Entry
 
 	mu      sync.Mutex
 	settled bool

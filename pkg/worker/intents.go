@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/pack"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
@@ -31,6 +32,7 @@ type intent struct {
 	Class string   `json:"class"`
 	Seqs  []uint64 `json:"seqs"`
 	Bulk  bool     `json:"bulk,omitempty"`
+	Hold  bool     `json:"hold,omitempty"`
 }
 
 type intentState struct {
@@ -47,6 +49,9 @@ type redoState struct {
 // EnsureStreams creates the event, dead-letter and intent streams if they do not exist.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream) error {
 	if err := event.EnsureStreams(ctx, js, event.StreamsConfig{}); err != nil {
+		return err
+	}
+	if err := audit.EnsureStream(ctx, js); err != nil {
 		return err
 	}
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -221,7 +226,7 @@ func (w *Worker) resumeIntent(h *heldMsg) bool {
 	if st.done {
 		t.mu.Unlock()
 		w.log.Info("duplicate delivery of a committed event acknowledged", "seq", h.seq, "pack", st.Pack)
-		h.ack()
+		w.finish(h, st.Pack)
 		return true
 	}
 	if st.redo != nil {
@@ -259,7 +264,7 @@ func (w *Worker) redo(st *intentState) {
 	held := st.redo.events
 	st.redo.events = nil
 	t.mu.Unlock()
-	b := &batch{class: st.Class, items: items, events: held, packID: st.Pack}
+	b := &batch{class: st.Class, items: items, events: held, packID: st.Pack, hold: st.Hold}
 	if err != nil {
 		err = fmt.Errorf("rebuild pack %s: %w", st.Pack, err)
 		for _, h := range held {
@@ -276,7 +281,7 @@ func (w *Worker) redo(st *intentState) {
 	t.mu.Unlock()
 	for _, h := range late {
 		if ok {
-			h.ack()
+			w.finish(h, st.Pack)
 		} else {
 			h.retryLater(errors.New("pack " + st.Pack + " not committed"))
 		}

@@ -14,6 +14,9 @@ type batch struct {
 	events []*heldMsg
 	// packID is set when the batch re-runs an existing intent; the rebuilt pack must match it.
 	packID string
+	// hold puts every object of the pack under legal hold (suspicious activity). Held items are
+	// packed apart from the class's ordinary items, so an ordinary pack is never held.
+	hold bool
 }
 
 // packer gathers one class's items until the pack is big enough, has enough items or is old
@@ -21,6 +24,7 @@ type batch struct {
 type packer struct {
 	w     *Worker
 	class string
+	hold  bool
 
 	mu    sync.Mutex
 	cur   *batch
@@ -34,7 +38,7 @@ func newPacker(w *Worker, class string) *packer { return &packer{w: w, class: cl
 func (p *packer) add(h *heldMsg, items []pack.Item) {
 	p.mu.Lock()
 	if p.cur == nil {
-		p.cur = &batch{class: p.class}
+		p.cur = &batch{class: p.class, hold: p.hold}
 		p.bytes = 0
 		gen := p.cur
 		p.timer = time.AfterFunc(p.w.cfg.PackMaxDelay, func() { p.flushIf(gen) })

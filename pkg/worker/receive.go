@@ -75,6 +75,7 @@ func (w *Worker) receive(h *heldMsg) {
 	if id := ev.Meta.GetEventId(); id != "" {
 		h.span.SetAttributes(attribute.String("messaging.message.id", id))
 	}
+	h.audit = w.auditEntry(ev)
 	if h.delivered > 1 {
 		w.count(func(s *Stats) { s.Redelivered++ })
 		if w.resumeIntent(h) {
@@ -87,13 +88,11 @@ func (w *Worker) receive(h *heldMsg) {
 func (w *Worker) dispatch(h *heldMsg, ev *event.Event) {
 	switch m := ev.Msg.(type) {
 	case *custosv1.PostTransaction:
-		w.backup(h, m.GetMeta(), []*custosv1.Record{m.GetRecord()})
+		w.backup(h, m.GetMeta(), []*custosv1.Record{m.GetRecord()}, false)
 	case *custosv1.ManualRequest:
-		w.backup(h, m.GetMeta(), m.GetRecords())
+		w.backup(h, m.GetMeta(), m.GetRecords(), false)
 	case *custosv1.SuspiciousActivity:
-		w.log.Warn("suspicious activity reported", "class", m.GetMeta().GetDataClass(), "severity", m.GetSeverity(),
-			"customer", w.pseudonym(m.GetMeta()))
-		w.backup(h, m.GetMeta(), m.GetRecords())
+		w.suspicious(h, m)
 	case *custosv1.DeletionRequest:
 		w.erase(h, m)
 	case *custosv1.ScheduleTick, *custosv1.ComplianceDeadline:
@@ -116,11 +115,12 @@ func (w *Worker) itemID(m *custosv1.Meta, idx int) string {
 }
 
 // backup seals the event's records and hands them to the class's packer. The event is held
-// until the pack holding them is indexed.
-func (w *Worker) backup(h *heldMsg, meta *custosv1.Meta, records []*custosv1.Record) {
+// until the pack holding them is indexed. With hold, the records go to the class's held packer
+// (legal hold) and are written at once.
+func (w *Worker) backup(h *heldMsg, meta *custosv1.Meta, records []*custosv1.Record, hold bool) {
 	if len(records) == 0 {
 		w.log.Info("trigger without records; nothing to back up here", "class", meta.GetDataClass())
-		h.ack()
+		w.finish(h)
 		return
 	}
 	for i, r := range records {
@@ -132,7 +132,7 @@ func (w *Worker) backup(h *heldMsg, meta *custosv1.Meta, records []*custosv1.Rec
 			w.work.Add(1)
 			go func() {
 				defer w.work.Done()
-				w.backupRef(h, meta, i, r)
+				w.backupRef(h, meta, i, r, hold)
 			}()
 			return
 		}
@@ -146,7 +146,11 @@ func (w *Worker) backup(h *heldMsg, meta *custosv1.Meta, records []*custosv1.Rec
 		h.retryLater(err)
 		return
 	}
-	w.packers[meta.GetDataClass()].add(h, items)
+	p := w.packers[packerKey(meta.GetDataClass(), hold)]
+	p.add(h, items)
+	if hold {
+		p.flush() // do not wait for the pack's age limit
+	}
 }
 
 // sealInline builds the items of one event. It is deterministic (design.md 4.4), which is what
@@ -216,6 +220,7 @@ func (w *Worker) deadLetter(h *heldMsg, reason string) {
 		return
 	}
 	w.log.Warn("event dead-lettered", "seq", h.seq, "subject", msg.Subject(), "reason", reason)
+	w.auditDeadLettered(h)
 	w.count(func(s *Stats) { s.DeadLettered++ })
 	h.term(errors.New(reason))
 }

@@ -15,8 +15,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/keys"
@@ -60,6 +62,8 @@ type Worker struct {
 	limits  event.Limits
 	events  jetstream.Stream
 	intents *intentTable
+	audit   *audit.Log
+	alerts  metric.Int64Counter
 
 	sem     chan struct{} // one slot per held event
 	commits chan *batch
@@ -115,6 +119,10 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	for name := range cfg.Classes {
 		classes = append(classes, name)
 		w.packers[name] = newPacker(w, name)
+		w.packers[packerKey(name, true)] = &packer{w: w, class: name, hold: true}
+	}
+	if err := w.initAlerts(); err != nil {
+		return nil, err
 	}
 	w.limits = event.Limits{Classes: classes, MaxInlineBytes: cfg.MaxInlineBytes, MaxEventBytes: cfg.MaxEventBytes}
 	return w, nil
@@ -134,6 +142,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.codec = codec
 	if err := EnsureStreams(ctx, w.deps.JS); err != nil {
+		return err
+	}
+	if w.audit, err = audit.Open(ctx, w.deps.JS); err != nil {
 		return err
 	}
 	w.events, err = w.deps.JS.Stream(ctx, event.StreamName)

@@ -1,4 +1,5 @@
-// Command custos is the Custos admin CLI: restore customers, run the demo, inspect dead letters.
+// Command custos is the Custos admin CLI: restore customers, ask for a backup now, run the demo,
+// inspect dead letters and the audit log.
 package main
 
 import (
@@ -29,7 +30,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
-	root.AddCommand(restoreCmd(), demoCmd(), dlqCmd(), policyCmd(), scheduleCmd())
+	root.AddCommand(restoreCmd(), demoCmd(), dlqCmd(), policyCmd(), scheduleCmd(), backupCmd(), auditCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {

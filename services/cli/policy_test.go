@@ -16,7 +16,8 @@ import (
 func execute(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	root := &cobra.Command{Use: "custos", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(policyCmd(), scheduleCmd())
+	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
+	root.AddCommand(policyCmd(), scheduleCmd(), backupCmd(), auditCmd())
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
