@@ -30,6 +30,7 @@ func main() {
 	}
 	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
 	root.AddCommand(restoreCmd(), demoCmd(), dlqCmd(), policyCmd(), scheduleCmd())
+	root.AddCommand(retentionCmd(), rpoCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
