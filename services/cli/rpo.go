@@ -104,7 +104,11 @@ func printRPO(w io.Writer, st []rpo.Status) error {
 	for _, s := range st {
 		age := "none"
 		if !s.Newest.IsZero() {
-			age = policy.FormatDuration(s.Age.Round(time.Second))
+			unit := time.Minute // an hour or more old: seconds are noise
+			if s.Age < time.Hour {
+				unit = time.Second
+			}
+			age = policy.FormatDuration(s.Age.Round(unit))
 		}
 		status := "OK"
 		if s.Breached {
