@@ -134,6 +134,13 @@ func decide(p *policy.Policy, packs []catalog.PackRecord, customers []catalog.Cu
 		if len(ds) > 0 {
 			keep(0, "newest pack of class %s", name)
 		}
+		// The newest good copy: should the newest pack's entry name no target (every copy
+		// lost), the newest pack some target holds is kept too.
+		if len(ds) > 0 && len(ds[0].Pack.Targets) == 0 {
+			if i := slices.IndexFunc(ds, func(d Decision) bool { return len(d.Pack.Targets) > 0 }); i > 0 {
+				keep(i, "newest pack of class %s held by a target", name)
+			}
+		}
 		for i := range ds {
 			if !ds[i].Keep {
 				ds[i].Reasons = []string{"no keep rule applies"}

@@ -7,7 +7,7 @@
 //   - daily, weekly, monthly, yearly N: the newest pack of each of the N newest days (ISO weeks,
 //     months, years), in the class's time zone, that have a pack;
 //   - min retention: every pack written less than retention.min ago;
-//   - the newest pack of the class;
+//   - the newest pack of the class, and the newest one some target holds;
 //   - every pack holding the latest item of some customer of the class (from the catalog's
 //     customer entries);
 //   - every pack of a class the policy does not name, and every pack whose id is malformed.

@@ -403,3 +403,42 @@ func TestNewRequiresParts(t *testing.T) {
 		t.Fatal("New accepted an empty config")
 	}
 }
+
+// When the newest pack's entry names no target (every copy lost), the newest pack a target
+// holds is kept as well: the newest good copy of the class.
+func TestNewestGoodCopyKept(t *testing.T) {
+	t.Parallel()
+	now := day("2027-03-01")
+	var packs []catalog.PackRecord
+	for i := range 5 {
+		at := now.AddDate(0, 0, -30+i)
+		rec := catalog.PackRecord{Pack: pack.PackID([]string{fmt.Sprint(i)}), Class: "critical", NewestEvent: at, Committed: at,
+			Targets: []string{"mem:a"}}
+		if i == 4 {
+			rec.Targets = nil
+		}
+		packs = append(packs, rec)
+	}
+	p, err := policy.Parse("policy.yaml", []byte(policyYAML("{min: 2d}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := retention.New(retention.Config{Index: listIndex{packs}, Policy: p, Targets: []target.Target{mem.New()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := s.Plan(t.Context(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, d := range plan {
+		if d.Keep {
+			kept = append(kept, d.Pack.Pack+" "+d.Reason())
+		}
+	}
+	want := []string{packs[4].Pack + " newest pack of class critical", packs[3].Pack + " newest pack of class critical held by a target"}
+	if !slices.Equal(kept, want) {
+		t.Fatalf("kept %q, want %q", kept, want)
+	}
+}
