@@ -195,6 +195,10 @@ func (s *Sweeper) delete(ctx context.Context, d *Decision) {
 			errs = append(errs, fmt.Errorf("delete pack %s from %s: target not configured", id, n))
 		}
 	}
+	if len(errs) > 0 { // the deletion could not be completed: touch no copy
+		d.Outcome, d.Err = OutcomeFailed, fmt.Errorf("retention: %w", errors.Join(errs...))
+		return
+	}
 	slices.Sort(names)
 	var gone []string // targets the pack object is no longer in
 	for _, n := range names {

@@ -442,3 +442,37 @@ func TestNewestGoodCopyKept(t *testing.T) {
 		t.Fatalf("kept %q, want %q", kept, want)
 	}
 }
+
+// A pack indexed in a target the sweeper does not know is left alone everywhere and reported.
+func TestUnknownTargetTouchesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "{min: 2d, keep_last: 1}")
+	start := day("2027-01-01")
+	old := b.commit(t, "critical", time.Time{}, item{"pc1000000000000000000000000000000", start})
+	b.commit(t, "critical", time.Time{}, item{"pc1000000000000000000000000000000", start.AddDate(0, 0, 1)})
+	if err := b.index.RemoveTargets(t.Context(), old.Pack, "mem:a"); err != nil {
+		t.Fatal(err)
+	}
+	// Re-index old as held by mem:b and a target this sweeper was not given.
+	rec, err := b.index.Pack(t.Context(), old.Pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.index.Commit(t.Context(), pack.Manifest{V: 1, Pack: old.Pack, Class: "critical", NewestEvent: rec.NewestEvent,
+		Items: old.Items}, []string{"mem:b", "s3:elsewhere"}, rec.Committed); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := b.sweeper.Sweep(t.Context(), start.AddDate(0, 0, 10), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != 1 || rep.Deleted != 0 || rep.Err() == nil {
+		t.Fatalf("report %+v", rep)
+	}
+	if p, m := b.stored(t, old.Pack); p != 2 || m != 2 {
+		t.Fatalf("%d pack objects, %d manifests left, want all", p, m)
+	}
+	if _, err := b.index.Pack(t.Context(), old.Pack); err != nil {
+		t.Fatalf("pack no longer indexed: %v", err)
+	}
+}
