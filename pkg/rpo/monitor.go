@@ -1,0 +1,272 @@
+// Package rpo watches the recovery point objective of every data class: how old the newest
+// committed backup of the class is, against the RPO the policy sets (seed 002, 4.1; seed 003:
+// monitoring and alerts for backup failures).
+//
+// The Monitor exports, per class, the gauges custos.rpo.age_seconds and custos.rpo.breached
+// (0 or 1), and on a breach logs a WARN and adds one to custos.alerts{kind="rpo_breach"}, once
+// per breach: the alert fires again only after the class has met its RPO in between.
+package rpo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/custos-dev/custos/pkg/catalog"
+	"github.com/custos-dev/custos/pkg/policy"
+)
+
+// Index is the part of the catalog the monitor reads; *catalog.Index implements it.
+type Index interface {
+	Packs(ctx context.Context) ([]catalog.PackRecord, error)
+}
+
+var _ Index = (*catalog.Index)(nil)
+
+// Clock is the monitor's source of time; tests inject a fake one.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Status is the RPO state of one class (or of one customer in one class).
+type Status struct {
+	Class string
+	RPO   time.Duration
+	// Newest is when the newest backup was committed; zero when there is none.
+	Newest time.Time
+	// Age is now - Newest; 0 when there is no backup.
+	Age time.Duration
+	// Breached is true when Age exceeds RPO, or when the class has no backup at all.
+	Breached bool
+}
+
+// committedAt is when a pack was written: its commit time, or its newest event for an entry
+// that has no commit time.
+func committedAt(r catalog.PackRecord) time.Time {
+	if r.Committed.IsZero() {
+		return r.NewestEvent
+	}
+	return r.Committed
+}
+
+// Compute returns the status of every class of p, in policy order, from the indexed packs. A
+// class with no pack is in breach: there is nothing to restore. It depends on nothing but its
+// arguments.
+func Compute(p *policy.Policy, packs []catalog.PackRecord, now time.Time) []Status {
+	newest := map[string]time.Time{}
+	for _, r := range packs {
+		if at := committedAt(r); at.After(newest[r.Class]) {
+			newest[r.Class] = at
+		}
+	}
+	out := make([]Status, 0, len(p.Classes))
+	for _, c := range p.Classes {
+		s := Status{Class: c.Name, RPO: c.RPO, Newest: newest[c.Name]}
+		if s.Newest.IsZero() {
+			s.Breached = true
+		} else {
+			s.Age = max(now.Sub(s.Newest), 0)
+			s.Breached = s.Age > c.RPO
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// ForCustomer returns, for each class of p in which a customer has backed-up items, the
+// status of that customer's newest backup: the latest commit time of the packs holding its
+// items (recs, from catalog.Index.Customer). packs gives the commit times. Classes where the
+// customer has no item are left out: no data is not a breach. A quiet customer's backup ages
+// like any other; compare Newest with the customer's last change where that matters.
+func ForCustomer(p *policy.Policy, recs []catalog.CustomerRecord, packs []catalog.PackRecord, now time.Time) []Status {
+	byID := make(map[string]catalog.PackRecord, len(packs))
+	for _, r := range packs {
+		byID[r.Pack] = r
+	}
+	var mine []catalog.PackRecord
+	for _, cr := range recs {
+		if r, ok := byID[cr.Pack]; ok && len(cr.Items) > 0 {
+			mine = append(mine, r)
+		}
+	}
+	var out []Status
+	for _, s := range Compute(p, mine, now) {
+		if !s.Newest.IsZero() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Config configures a Monitor. Index and Policy are required.
+type Config struct {
+	Index  Index
+	Policy *policy.Policy
+	// Interval between checks. Default 1 minute.
+	Interval time.Duration
+	// Logger, Clock and MeterProvider default to a discarding logger, the wall clock and the
+	// global meter provider.
+	Logger        *slog.Logger
+	Clock         Clock
+	MeterProvider metric.MeterProvider
+}
+
+// Monitor checks every class's RPO each Interval. It has the lifecycle of every Custos
+// long-running part: New, Start, Stop (safe before Start and twice).
+type Monitor struct {
+	cfg    Config
+	alerts metric.Int64Counter
+
+	mu       sync.Mutex
+	status   map[string]Status // by class, from the last check
+	breached map[string]bool   // classes whose breach has been alerted
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// New validates cfg and returns a stopped Monitor.
+func New(cfg Config) (*Monitor, error) {
+	if cfg.Index == nil || cfg.Policy == nil {
+		return nil, errors.New("rpo: Index and Policy are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = otel.GetMeterProvider()
+	}
+	m := &Monitor{cfg: cfg, status: map[string]Status{}, breached: map[string]bool{}}
+	meter := cfg.MeterProvider.Meter("github.com/custos-dev/custos/pkg/rpo")
+	var err error
+	if m.alerts, err = meter.Int64Counter("custos.alerts",
+		metric.WithDescription("Alerts raised, by kind; an RPO breach counts once per breach"),
+		metric.WithUnit("{alert}")); err != nil {
+		return nil, fmt.Errorf("rpo: metric: %w", err)
+	}
+	if _, err = meter.Float64ObservableGauge("custos.rpo.age_seconds",
+		metric.WithDescription("Age of the newest committed backup of a class; absent while the class has none"),
+		metric.WithUnit("s"),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			for c, s := range m.status {
+				if !s.Newest.IsZero() {
+					o.Observe(s.Age.Seconds(), metric.WithAttributes(attribute.String("custos.class", c)))
+				}
+			}
+			return nil
+		})); err != nil {
+		return nil, fmt.Errorf("rpo: metric: %w", err)
+	}
+	if _, err = meter.Int64ObservableGauge("custos.rpo.breached",
+		metric.WithDescription("1 while the newest backup of a class is older than its RPO (or there is none), else 0"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			for c, s := range m.status {
+				var v int64
+				if s.Breached {
+					v = 1
+				}
+				o.Observe(v, metric.WithAttributes(attribute.String("custos.class", c)))
+			}
+			return nil
+		})); err != nil {
+		return nil, fmt.Errorf("rpo: metric: %w", err)
+	}
+	return m, nil
+}
+
+// Start checks at once, then every Interval until Stop. A no-op when already started.
+func (m *Monitor) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cancel != nil {
+		return nil
+	}
+	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.done = make(chan struct{})
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(m.cfg.Interval)
+		defer t.Stop()
+		for {
+			if _, err := m.Check(ctx); err != nil && ctx.Err() == nil {
+				m.cfg.Logger.Warn("rpo check failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop ends the loop and waits for the check in progress. Safe twice and before Start.
+func (m *Monitor) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	cancel, done := m.cancel, m.done
+	m.cancel = nil
+	m.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Check reads the index once, updates the gauges, and alerts on every class that has entered a
+// breach since the previous check. When the index cannot be read the gauges keep their last
+// values and the error is returned.
+func (m *Monitor) Check(ctx context.Context) ([]Status, error) {
+	packs, err := m.cfg.Index.Packs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rpo: %w", err)
+	}
+	st := Compute(m.cfg.Policy, packs, m.cfg.Clock.Now())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range st {
+		m.status[s.Class] = s
+		switch {
+		case s.Breached && !m.breached[s.Class]:
+			m.breached[s.Class] = true
+			m.alerts.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", "rpo_breach"),
+				attribute.String("custos.class", s.Class)))
+			if s.Newest.IsZero() {
+				m.cfg.Logger.Warn("RPO breached: the class has no committed backup", "class", s.Class,
+					"rpo", policy.FormatDuration(s.RPO))
+			} else {
+				m.cfg.Logger.Warn("RPO breached: the newest backup is older than the RPO", "class", s.Class,
+					"age", s.Age.Round(time.Second), "rpo", policy.FormatDuration(s.RPO), "newest", s.Newest)
+			}
+		case !s.Breached && m.breached[s.Class]:
+			delete(m.breached, s.Class)
+			m.cfg.Logger.Info("RPO met again", "class", s.Class, "age", s.Age.Round(time.Second),
+				"rpo", policy.FormatDuration(s.RPO))
+		}
+	}
+	return st, nil
+}
