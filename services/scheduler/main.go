@@ -16,8 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/policy"
+	"github.com/custos-dev/custos/pkg/rpo"
 	"github.com/custos-dev/custos/pkg/schedule"
 	"github.com/custos-dev/custos/pkg/telemetry"
 )
@@ -103,6 +105,22 @@ func run() error {
 	if err := svc.Start(ctx); err != nil {
 		return err
 	}
+	// The RPO monitor runs beside the scheduler: both read the policy, and an RPO breach is the
+	// other half of "was the schedule kept".
+	// Setup is not cut short by an early SIGTERM: the stop path below handles it.
+	setup := context.WithoutCancel(ctx)
+	index, err := catalog.Open(setup, js, 1)
+	if err != nil {
+		return err
+	}
+	mon, err := rpo.New(rpo.Config{Index: index, Policy: p, Logger: log.With("component", "rpo")})
+	if err != nil {
+		return err
+	}
+	if err := mon.Start(setup); err != nil {
+		return err
+	}
+	defer mon.Stop(context.Background())
 	<-ctx.Done()
 	log.Info("signal received; stopping")
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
