@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/custos-dev/custos/pkg/periodic"
 	"github.com/custos-dev/custos/pkg/replica"
 	"github.com/custos-dev/custos/pkg/target"
 )
@@ -55,8 +56,7 @@ type Repairer struct {
 
 	mu      sync.Mutex
 	missing map[string]int64 // per target, from the last pass: the outage metric
-	cancel  context.CancelFunc
-	done    chan struct{}
+	loop    periodic.Loop
 }
 
 // New validates cfg and returns a stopped Repairer.
@@ -80,6 +80,12 @@ func New(cfg Config) (*Repairer, error) {
 		cfg.MeterProvider = otel.GetMeterProvider()
 	}
 	r := &Repairer{cfg: cfg, targets: map[string]target.Target{}, missing: map[string]int64{}}
+	r.loop = periodic.Loop{Interval: cfg.Interval,
+		Run: func(ctx context.Context) error {
+			_, err := r.RunOnce(ctx)
+			return err
+		},
+		OnError: func(err error) { r.cfg.Logger.Warn("repair pass failed", "err", err) }}
 	for _, t := range cfg.Targets {
 		r.targets[t.Name()] = t
 		r.missing[t.Name()] = 0
@@ -102,50 +108,11 @@ func New(cfg Config) (*Repairer, error) {
 	return r, nil
 }
 
-// Start runs a pass every Interval until Stop. It is a no-op when already started.
-func (r *Repairer) Start(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cancel != nil {
-		return nil
-	}
-	ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	r.done = make(chan struct{})
-	go func() {
-		defer close(r.done)
-		t := time.NewTicker(r.cfg.Interval)
-		defer t.Stop()
-		for {
-			if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
-				r.cfg.Logger.Warn("repair pass failed", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return nil
-}
+// Start runs a pass at once and then every Interval until Stop. A no-op when already started.
+func (r *Repairer) Start(ctx context.Context) error { return r.loop.Start(ctx) }
 
 // Stop ends the loop and waits for the pass in progress. Safe twice and before Start.
-func (r *Repairer) Stop(ctx context.Context) error {
-	r.mu.Lock()
-	cancel, done := r.cancel, r.done
-	r.cancel = nil
-	r.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (r *Repairer) Stop(ctx context.Context) error { return r.loop.Stop(ctx) }
 
 // RunOnce makes one pass over the queue. A target that fails a write is skipped for the rest of
 // the pass (it is probably still down); its entries wait for the next pass.

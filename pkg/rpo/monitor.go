@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/custos-dev/custos/pkg/catalog"
+	"github.com/custos-dev/custos/pkg/periodic"
 	"github.com/custos-dev/custos/pkg/policy"
 )
 
@@ -129,8 +130,7 @@ type Monitor struct {
 	mu       sync.Mutex
 	status   map[string]Status // by class, from the last check
 	breached map[string]bool   // classes whose breach has been alerted
-	cancel   context.CancelFunc
-	done     chan struct{}
+	loop     periodic.Loop
 }
 
 // New validates cfg and returns a stopped Monitor.
@@ -151,6 +151,12 @@ func New(cfg Config) (*Monitor, error) {
 		cfg.MeterProvider = otel.GetMeterProvider()
 	}
 	m := &Monitor{cfg: cfg, status: map[string]Status{}, breached: map[string]bool{}}
+	m.loop = periodic.Loop{Interval: cfg.Interval,
+		Run: func(ctx context.Context) error {
+			_, err := m.Check(ctx)
+			return err
+		},
+		OnError: func(err error) { m.cfg.Logger.Warn("rpo check failed", "err", err) }}
 	meter := cfg.MeterProvider.Meter("github.com/custos-dev/custos/pkg/rpo")
 	var err error
 	if m.alerts, err = meter.Int64Counter("custos.alerts",
@@ -193,49 +199,10 @@ func New(cfg Config) (*Monitor, error) {
 }
 
 // Start checks at once, then every Interval until Stop. A no-op when already started.
-func (m *Monitor) Start(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cancel != nil {
-		return nil
-	}
-	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	m.done = make(chan struct{})
-	go func() {
-		defer close(m.done)
-		t := time.NewTicker(m.cfg.Interval)
-		defer t.Stop()
-		for {
-			if _, err := m.Check(ctx); err != nil && ctx.Err() == nil {
-				m.cfg.Logger.Warn("rpo check failed", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return nil
-}
+func (m *Monitor) Start(ctx context.Context) error { return m.loop.Start(ctx) }
 
 // Stop ends the loop and waits for the check in progress. Safe twice and before Start.
-func (m *Monitor) Stop(ctx context.Context) error {
-	m.mu.Lock()
-	cancel, done := m.cancel, m.done
-	m.cancel = nil
-	m.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (m *Monitor) Stop(ctx context.Context) error { return m.loop.Stop(ctx) }
 
 // Check reads the index once, updates the gauges, and alerts on every class that has entered a
 // breach since the previous check. When the index cannot be read the gauges keep their last
