@@ -17,6 +17,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,18 +36,29 @@ import (
 )
 
 var (
-	workerBin = flag.String("worker-bin", "", "worker binary (default: build from this checkout)")
-	events    = flag.Int("events", 20000, "events for the throughput runs")
-	bigMiB    = flag.Int("big-mib", 1024, "size of the large item in MiB")
-	latencyS  = flag.Duration("latency-for", 5*time.Second, "how long to publish at half rate for latency")
-	packMiB   = flag.Int("pack-mib", 256, "size of the large pack written to each target")
-	smallN    = flag.Int("small-packs", 500, "small (64 KiB) packs written to each target")
-	only      = flag.String("only", "", "\"targets\" or \"events\": only that part")
+	workerBin  = flag.String("worker-bin", "", "worker binary (default: build from this checkout)")
+	events     = flag.Int("events", 20000, "events for the throughput runs")
+	bigMiB     = flag.Int("big-mib", 1024, "size of the large item in MiB")
+	latencyS   = flag.Duration("latency-for", 5*time.Second, "how long to publish at half rate for latency")
+	packMiB    = flag.Int("pack-mib", 256, "size of the large pack written to each target")
+	smallN     = flag.Int("small-packs", 500, "small (64 KiB) packs written to each target")
+	cpuProfile = flag.String("cpuprofile", "", "write this process's CPU profile (broker and producers) here")
+	only       = flag.String("only", "", "\"targets\" or \"events\": only that part")
 )
 
 func main() {
 	flag.Parse()
+	if *cpuProfile != "" { // the broker and producers run in this process
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
