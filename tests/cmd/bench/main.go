@@ -259,6 +259,7 @@ func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, 
 	if err := publishN(ctx, s, 1000, n, payload); err != nil {
 		return 0, err
 	}
+	fmt.Fprintf(os.Stderr, "bench: e2e publishing took %v\n", time.Since(start).Round(time.Millisecond))
 	if err := s.WaitSettled(ctx, 5*time.Minute); err != nil {
 		return 0, err
 	}
