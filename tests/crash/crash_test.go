@@ -46,6 +46,7 @@ func TestWorkerKilledMidPackWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer a.Kill()
 
 	// A large, incompressible item keeps the worker writing long enough to be caught mid-write;
 	// small events around it fill ordinary packs.
@@ -102,6 +103,7 @@ func TestWorkerKilledMidPackWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer b.Kill()
 	if err := stack.WaitSettled(ctx, 2*time.Minute); err != nil {
 		t.Fatal(err, logs(b.Log))
 	}

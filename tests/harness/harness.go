@@ -183,9 +183,11 @@ func (s *Stack) Open(ctx context.Context) (*config.Parts, *config.Config, error)
 
 // Worker is a running worker process.
 type Worker struct {
-	Cmd  *exec.Cmd
-	Log  string
-	done chan error
+	Cmd *exec.Cmd
+	Log string
+	// exited is closed when the process has exited; err is then its exit status.
+	exited chan struct{}
+	err    error
 }
 
 // StartWorker starts a worker process logging to dir/logs/name.log.
@@ -209,26 +211,28 @@ func (s *Stack) StartWorker(bin, name string) (*Worker, error) {
 		f.Close()
 		return nil, err
 	}
-	w := &Worker{Cmd: cmd, Log: logPath, done: make(chan error, 1)}
+	w := &Worker{Cmd: cmd, Log: logPath, exited: make(chan struct{})}
 	go func() {
-		w.done <- cmd.Wait()
+		w.err = cmd.Wait()
+		close(w.exited)
 		f.Close()
 	}()
 	return w, nil
 }
 
-// Kill sends SIGKILL and waits for the process to go.
+// Kill sends SIGKILL and waits for the process to go. Safe after it exited, so tests can
+// defer it to leave no worker behind when they fail.
 func (w *Worker) Kill() {
 	_ = w.Cmd.Process.Signal(syscall.SIGKILL)
-	<-w.done
+	<-w.exited
 }
 
 // Stop sends SIGTERM and waits up to timeout for a clean exit.
 func (w *Worker) Stop(timeout time.Duration) error {
 	_ = w.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-w.done:
-		return err
+	case <-w.exited:
+		return w.err
 	case <-time.After(timeout):
 		w.Kill()
 		return fmt.Errorf("worker did not exit within %v", timeout)

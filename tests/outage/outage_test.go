@@ -78,6 +78,7 @@ func testCloudDownAndBack(t *testing.T, start startCloud) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer w.Kill()
 	defer func() {
 		if t.Failed() {
 			t.Logf("worker log:\n%s", readLog(w.Log))
