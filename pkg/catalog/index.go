@@ -218,8 +218,22 @@ func (ix *Index) keys(ctx context.Context, filter string) ([]string, error) {
 }
 
 // AddTarget records that a pack is now durable in one more target (after a repair). It is
-// idempotent and safe against concurrent updates (compare-and-set on the entry's revision).
+// idempotent and safe against concurrent updates.
 func (ix *Index) AddTarget(ctx context.Context, id, targetName string) error {
+	return ix.updatePack(ctx, id, func(rec *PackRecord) bool {
+		if slices.Contains(rec.Targets, targetName) {
+			return false
+		}
+		rec.Targets = append(rec.Targets, targetName)
+		sort.Strings(rec.Targets)
+		return true
+	})
+}
+
+// updatePack applies change to a pack's entry with compare-and-set on the entry's revision,
+// reading again when another writer got there first. change returns false to leave the entry
+// as it is.
+func (ix *Index) updatePack(ctx context.Context, id string, change func(*PackRecord) bool) error {
 	for {
 		e, err := ix.kv.Get(ctx, packKey(id))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -232,11 +246,9 @@ func (ix *Index) AddTarget(ctx context.Context, id, targetName string) error {
 		if err := json.Unmarshal(e.Value(), &rec); err != nil {
 			return fmt.Errorf("catalog: decode pack %s: %w", id, err)
 		}
-		if slices.Contains(rec.Targets, targetName) {
+		if !change(&rec) {
 			return nil
 		}
-		rec.Targets = append(rec.Targets, targetName)
-		sort.Strings(rec.Targets)
 		b, err := json.Marshal(rec)
 		if err != nil {
 			return err

@@ -40,38 +40,16 @@ func (ix *Index) Remove(ctx context.Context, id string) error {
 
 // RemoveTargets records that a pack is no longer held by the named targets (a retention sweep
 // deleted it there but another target refused). The pack stays indexed with the targets that
-// still hold it. Safe against concurrent updates (compare-and-set on the entry's revision).
+// still hold it. Safe against concurrent updates.
 func (ix *Index) RemoveTargets(ctx context.Context, id string, targetNames ...string) error {
-	for {
-		e, err := ix.kv.Get(ctx, packKey(id))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return fmt.Errorf("%w: pack %s", ErrNotFound, id)
-		}
-		if err != nil {
-			return fmt.Errorf("catalog: read pack %s: %w", id, err)
-		}
-		var rec PackRecord
-		if err := json.Unmarshal(e.Value(), &rec); err != nil {
-			return fmt.Errorf("catalog: decode pack %s: %w", id, err)
-		}
+	return ix.updatePack(ctx, id, func(rec *PackRecord) bool {
 		kept := slices.DeleteFunc(slices.Clone(rec.Targets), func(t string) bool { return slices.Contains(targetNames, t) })
 		if len(kept) == len(rec.Targets) {
-			return nil
+			return false
 		}
 		rec.Targets = kept
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		_, err = ix.kv.Update(ctx, packKey(id), b, e.Revision())
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("catalog: update pack %s: %w", id, err)
-		}
-		return nil
-	}
+		return true
+	})
 }
 
 // CustomerRecords returns every customer entry of the index (all shards, all packs), ordered
