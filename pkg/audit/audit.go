@@ -40,6 +40,9 @@ const (
 	OutcomeNoRecords = "no_records"
 	// OutcomeDeadLettered: the event was rejected after decoding (e.g. the customer was erased).
 	OutcomeDeadLettered = "dead_lettered"
+	// OutcomeSnapshotPlanned: a snapshot of the class (or the customer) was planned as job
+	// Snapshot; its tasks are shared by the workers and `custos jobs` shows its progress.
+	OutcomeSnapshotPlanned = "snapshot_planned"
 )
 
 // ErrInvalidEntry means an entry was refused before it was written.
@@ -62,6 +65,8 @@ type Entry struct {
 	Severity    string   `json:"severity,omitempty"`
 	Outcome     string   `json:"outcome"`
 	Packs       []string `json:"packs,omitempty"`
+	// Snapshot is the id of the snapshot job the trigger planned, if any.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // Validate checks that the entry is complete and names a customer only by pseudonym.

@@ -22,6 +22,7 @@ import (
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -301,4 +302,72 @@ func escape(s string) string {
 		return "%" + hex.EncodeToString([]byte(s)) + "_"
 	}
 	return e
+}
+
+// Snapshot restores the state a committed snapshot describes (docs/design.md section 10): the
+// records of its chain, the full snapshot first and then each incremental, with deleted records
+// dropped. chain is what snapshot.Store.Chain returns. customer, when set, is the pseudonym of
+// the only customer to restore. Task manifests are read from the targets, checked against the
+// checksum the snapshot recorded and authenticated.
+func (r *Restorer) Snapshot(ctx context.Context, chain []snapshot.Snapshot, customer string, opts Options) (Report, error) {
+	if len(chain) == 0 {
+		return Report{}, errors.New("restore: empty snapshot chain")
+	}
+	catKey, err := r.Keys.Lookup(ctx, pack.CatalogScope)
+	if err != nil {
+		return Report{}, fmt.Errorf("restore: catalog key: %w", err)
+	}
+	var rep Report
+	all := make([][]snapshot.Manifest, 0, len(chain))
+	for _, sn := range chain {
+		ms := make([]snapshot.Manifest, 0, len(sn.Tasks))
+		for _, t := range sn.Tasks {
+			m, err := r.taskManifest(ctx, catKey, sn.ID, t)
+			if err != nil {
+				// A snapshot missing a task cannot be restored exactly: say so and stop.
+				return rep, fmt.Errorf("restore: snapshot %s task %d: %w", sn.ID, t.Task, err)
+			}
+			ms = append(ms, m)
+		}
+		all = append(all, ms)
+	}
+	class := chain[len(chain)-1].Class
+	var items []located
+	for _, e := range snapshot.Resolve(all) {
+		if customer != "" && e.Customer != customer {
+			continue
+		}
+		items = append(items, located{pack: e.Pack, class: class, entry: e.Item})
+	}
+	opts.AsOf = time.Time{} // the snapshot chooses the versions
+	return r.restore(ctx, items, opts)
+}
+
+func (r *Restorer) taskManifest(ctx context.Context, catKey []byte, id string, t snapshot.TaskResult) (snapshot.Manifest, error) {
+	var errs []error
+	for _, tg := range r.Targets {
+		rc, err := tg.Get(ctx, t.Manifest.Name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", tg.Name(), err))
+			continue
+		}
+		b, err := io.ReadAll(io.LimitReader(rc, t.Manifest.Size+1))
+		rc.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", tg.Name(), err))
+			continue
+		}
+		sum := sha256.Sum256(b)
+		if int64(len(b)) != t.Manifest.Size || hex.EncodeToString(sum[:]) != t.Manifest.SHA256 {
+			errs = append(errs, fmt.Errorf("%s: %w", tg.Name(), ErrChecksum))
+			continue
+		}
+		m, err := snapshot.OpenManifest(catKey, id, t.Task, b)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", tg.Name(), err))
+			continue
+		}
+		return m, nil
+	}
+	return snapshot.Manifest{}, errors.Join(errs...)
 }

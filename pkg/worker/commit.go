@@ -108,10 +108,7 @@ func (w *Worker) commit(b *batch) {
 func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.Manifest, sum [32]byte, src replica.Source) error {
 	cl := w.cfg.Classes[class]
 	targets := w.classTargets(class)
-	opts := target.PutOptions{LegalHold: hold}
-	if cl.Retain > 0 {
-		opts.RetainUntil = w.cfg.Clock().Add(cl.Retain)
-	}
+	opts := w.putOptions(class, hold)
 	packObj := repair.Object{Name: pack.ObjectName(m.Pack), Size: m.Size, SHA256: hex.EncodeToString(sum[:])}
 	held, reasons, err := w.replicate(ctx, "write pack", cl.minReplicas(), targets, packObj, src, opts)
 	if err != nil {
@@ -157,6 +154,15 @@ func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.
 		s.Bytes += m.Size
 	})
 	return nil
+}
+
+// putOptions are the immutability settings of a class's objects written now.
+func (w *Worker) putOptions(class string, hold bool) target.PutOptions {
+	opts := target.PutOptions{LegalHold: hold}
+	if r := w.cfg.Classes[class].Retain; r > 0 {
+		opts.RetainUntil = w.cfg.Clock().Add(r)
+	}
+	return opts
 }
 
 // recordMissing queues a repair for every target of the class that does not hold the pack and

@@ -24,6 +24,9 @@ type Class struct {
 	// Retain, when non-zero, makes every object of the class immutable for that long after it is
 	// written (S3 Object Lock, GCS retention, Azure immutability; see each target's docs).
 	Retain time.Duration
+	// SnapshotTasks is how many tasks (customer ranges) a snapshot of the class is split into,
+	// when its source can split; workers share them. Default 4.
+	SnapshotTasks int
 }
 
 func (c Class) minReplicas() int {
@@ -62,6 +65,14 @@ type Config struct {
 	MaxInlineBytes int
 	MaxEventBytes  int
 	MaxRefBytes    int64
+	// MaxRecordBytes bounds one record read from a source for a snapshot (default 64 MiB); a
+	// larger one fails its task, visibly, rather than being stored in part.
+	MaxRecordBytes int64
+	// TaskConcurrency bounds snapshot tasks this worker runs at once (default 1); CommitInterval
+	// is how often it looks for snapshots whose tasks are all durable but that nobody committed
+	// (default 5 s).
+	TaskConcurrency int
+	CommitInterval  time.Duration
 	// SpoolDir holds the ciphertext of large items while they are written. Default os.TempDir().
 	SpoolDir string
 	// ReplicaGrace is how long a pack write waits for the remaining targets once MinReplicas hold
@@ -80,6 +91,8 @@ type Config struct {
 	// Test hooks simulate a crash at a step of the commit (the error aborts the commit there).
 	testAfterIntent func(packID string) error
 	testAfterIndex  func(packID string) error
+	// testBeforeTaskDone runs after a task's manifest is written, before its result is recorded.
+	testBeforeTaskDone func(job string, task int) error
 }
 
 func (c *Config) setDefaults() error {
@@ -116,6 +129,15 @@ func (c *Config) setDefaults() error {
 	if c.MaxRefBytes <= 0 {
 		c.MaxRefBytes = 64 << 30
 	}
+	if c.MaxRecordBytes <= 0 {
+		c.MaxRecordBytes = 64 << 20
+	}
+	if c.TaskConcurrency <= 0 {
+		c.TaskConcurrency = 1
+	}
+	if c.CommitInterval <= 0 {
+		c.CommitInterval = 5 * time.Second
+	}
 	if c.SpoolDir == "" {
 		c.SpoolDir = os.TempDir()
 	}
@@ -141,6 +163,10 @@ func (c *Config) setDefaults() error {
 	for class, cl := range c.Classes {
 		if len(cl.Targets) == 0 {
 			return fmt.Errorf("worker: class %q has no targets", class)
+		}
+		if cl.SnapshotTasks <= 0 {
+			cl.SnapshotTasks = 4
+			c.Classes[class] = cl
 		}
 		if cl.MinReplicas < 0 || cl.MinReplicas > len(cl.Targets) {
 			return fmt.Errorf("worker: class %q: min replicas %d is not between 1 and its %d targets", class, cl.MinReplicas, len(cl.Targets))

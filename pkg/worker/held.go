@@ -24,6 +24,8 @@ type heldMsg struct {
 	span      trace.Span
 	// audit is the entry to append once the event is settled; nil for events not audited.
 	audit *audit.Entry
+	// snapshot is the id of the snapshot job the event planned, for its audit entry.
+	snapshot string
 
 	mu      sync.Mutex
 	settled bool

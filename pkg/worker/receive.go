@@ -90,17 +90,18 @@ func (w *Worker) dispatch(h *heldMsg, ev *event.Event) {
 	case *custosv1.PostTransaction:
 		w.backup(h, m.GetMeta(), []*custosv1.Record{m.GetRecord()}, false)
 	case *custosv1.ManualRequest:
+		if len(m.GetRecords()) == 0 && w.hasSource(m.GetMeta().GetDataClass()) {
+			// No records given: back the class (or the customer) up from its source.
+			w.planFor(h, ev)
+			return
+		}
 		w.backup(h, m.GetMeta(), m.GetRecords(), false)
 	case *custosv1.SuspiciousActivity:
 		w.suspicious(h, m)
 	case *custosv1.DeletionRequest:
 		w.erase(h, m)
 	case *custosv1.ScheduleTick, *custosv1.ComplianceDeadline:
-		// Sources that read data for scheduled backups are not configured in this worker; the
-		// tick is acknowledged so it does not block the stream, and logged for the operator.
-		w.log.Info("scheduled trigger received; no source configured for it", "type", string(ev.Type),
-			"class", ev.Meta.GetDataClass())
-		h.ack()
+		w.planFor(h, ev)
 	default:
 		w.deadLetter(h, fmt.Sprintf("unsupported event type %T", ev.Msg))
 	}
@@ -188,6 +189,12 @@ func (w *Worker) erase(h *heldMsg, m *custosv1.DeletionRequest) {
 	if err := w.deps.Keys.Destroy(ctx, pseudo); err != nil {
 		h.retryLater(fmt.Errorf("destroy data key: %w", err))
 		return
+	}
+	if w.deps.Records != nil {
+		// The dedup cache only points at items that are now unreadable; drop it (best effort).
+		if err := w.deps.Records.Forget(ctx, pseudo); err != nil {
+			w.log.Warn("dedup cache of an erased customer not dropped", "customer", pseudo, "err", err)
+		}
 	}
 	w.log.Info("customer erased (data key destroyed)", "customer", pseudo)
 	w.count(func(s *Stats) { s.Erased++ })

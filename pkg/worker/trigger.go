@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/custos-dev/custos/pkg/audit"
+	"github.com/custos-dev/custos/pkg/source"
 	"github.com/custos-dev/custos/pkg/event"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
@@ -82,6 +83,13 @@ func (w *Worker) suspicious(h *heldMsg, m *custosv1.SuspiciousActivity) {
 		"customer", w.pseudonym(meta), "class", meta.GetDataClass(), "severity", sev, "records", len(m.GetRecords()))
 	w.alerts.Add(h.ctx, 1, metric.WithAttributes(
 		attribute.String("kind", audit.KindSuspicious), attribute.String("severity", sev)))
+	if w.hasSource(meta.GetDataClass()) {
+		// Snapshot the customer's data from the source too, under legal hold.
+		if err := w.plan(h, meta, string(event.TypeSuspiciousActivity), source.Full, []string{meta.GetCustomerId()}, true); err != nil {
+			w.planFailed(h, err)
+			return
+		}
+	}
 	w.backup(h, meta, m.GetRecords(), true)
 }
 
@@ -92,9 +100,12 @@ func (w *Worker) suspicious(h *heldMsg, m *custosv1.SuspiciousActivity) {
 func (w *Worker) finish(h *heldMsg, packs ...string) {
 	if h.audit != nil {
 		e := *h.audit
-		e.Time, e.Packs, e.Outcome = w.cfg.Clock(), packs, audit.OutcomeBackedUp
+		e.Time, e.Packs, e.Outcome, e.Snapshot = w.cfg.Clock(), packs, audit.OutcomeBackedUp, h.snapshot
 		if len(packs) == 0 {
 			e.Outcome = audit.OutcomeNoRecords
+			if h.snapshot != "" {
+				e.Outcome = audit.OutcomeSnapshotPlanned
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), auditTimeout)
 		err := w.audit.Append(ctx, e)

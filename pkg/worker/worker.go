@@ -23,7 +23,10 @@ import (
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/periodic"
 	"github.com/custos-dev/custos/pkg/repair"
+	"github.com/custos-dev/custos/pkg/snapshot"
+	"github.com/custos-dev/custos/pkg/source"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -36,6 +39,12 @@ type Deps struct {
 	// Repairs records replicas a pack missed. Required when a class's MinReplicas is below its
 	// number of targets.
 	Repairs *repair.Queue
+	// Snapshots, Records and Sources enable snapshots from sources: the job store, the dedup
+	// cache and, per data class, the source its scheduled snapshots read. Without Snapshots,
+	// schedule ticks are acknowledged with a log line.
+	Snapshots *snapshot.Store
+	Records   *snapshot.Records
+	Sources   map[string]source.Source
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -49,6 +58,10 @@ type Stats struct {
 	Erased       int64
 	// ReplicasMissed counts (pack, target) pairs recorded for repair.
 	ReplicasMissed int64
+	// SnapshotTasks counts snapshot tasks this worker made durable; SnapshotsFailed jobs it gave
+	// up after their last delivery.
+	SnapshotTasks   int64
+	SnapshotsFailed int64
 }
 
 // Worker is one worker process's consumer. Start it once; Stop drains it.
@@ -64,6 +77,7 @@ type Worker struct {
 	intents *intentTable
 	audit   *audit.Log
 	alerts  metric.Int64Counter
+	commitLoop *periodic.Loop
 
 	sem     chan struct{} // one slot per held event
 	commits chan *batch
@@ -198,6 +212,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.wg.Add(2)
 	go w.consume()
 	go w.heartbeat()
+	if err := w.startTasks(ctx); err != nil {
+		w.cancel()
+		w.abortWork()
+		w.iter.Stop()
+		w.wg.Wait()
+		return err
+	}
 	w.started = true
 	w.log.Info("worker started", "consumer", w.cfg.Consumer, "max_in_flight", w.cfg.MaxInFlight)
 	return nil
@@ -251,6 +272,9 @@ wait:
 	}
 	for _, p := range w.packers {
 		p.discard()
+	}
+	if w.commitLoop != nil {
+		_ = w.commitLoop.Stop(ctx)
 	}
 	w.cancel()
 	w.abortWork()

@@ -1,0 +1,600 @@
+package worker
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/keys"
+	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/periodic"
+	"github.com/custos-dev/custos/pkg/repair"
+	"github.com/custos-dev/custos/pkg/replica"
+	"github.com/custos-dev/custos/pkg/snapshot"
+	"github.com/custos-dev/custos/pkg/source"
+	"github.com/custos-dev/custos/pkg/telemetry"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
+)
+
+// Snapshots from sources (docs/design.md section 10). The worker that receives a trigger plans
+// the job: it takes the class's cursor, splits the customers into ranges and publishes one task
+// per range to CUSTOS_TASKS, then acknowledges the trigger. Every worker takes tasks from that
+// work queue; a task reads its range from the source, stores the records that changed (unchanged
+// ones point at their earlier item), writes its manifest to the class's targets and records its
+// result. Whoever records the last result commits the snapshot; a periodic pass commits jobs
+// whose last worker died in between.
+
+// TaskConsumer is the durable consumer of the task queue that all workers share.
+const TaskConsumer = "custos-tasks"
+
+// hasSource reports whether scheduled snapshots of class read from a source.
+func (w *Worker) hasSource(class string) bool {
+	return w.deps.Snapshots != nil && w.deps.Sources[class] != nil
+}
+
+// planFor plans the snapshot a trigger asks for and acknowledges the trigger once the plan and
+// its tasks are durable. Triggers of classes without a source are acknowledged with a log line.
+func (w *Worker) planFor(h *heldMsg, ev *event.Event) {
+	meta := ev.Meta
+	class := meta.GetDataClass()
+	if !w.hasSource(class) {
+		w.log.Info("scheduled trigger received; no source configured for its class", "type", string(ev.Type), "class", class)
+		w.finish(h)
+		return
+	}
+	method := source.Incremental
+	switch m := ev.Msg.(type) {
+	case *custosv1.ScheduleTick:
+		if m.GetMethod() == string(source.Full) {
+			method = source.Full
+		}
+	}
+	var customers []string
+	if c := meta.GetCustomerId(); c != "" {
+		customers = []string{c}
+	}
+	if err := w.plan(h, meta, string(ev.Type), method, customers, false); err != nil {
+		w.planFailed(h, err)
+		return
+	}
+	w.finish(h)
+}
+
+func (w *Worker) planFailed(h *heldMsg, err error) {
+	if errors.Is(err, source.ErrPermanent) {
+		w.deadLetter(h, "snapshot cannot be planned: "+err.Error())
+		return
+	}
+	h.retryLater(err)
+}
+
+// plan records the job a trigger asks for (or finds the one an earlier delivery recorded) and
+// publishes its tasks. customers, when set, limits the job to them (a partial snapshot, always
+// full). With hold every object is written under legal hold.
+func (w *Worker) plan(h *heldMsg, meta *custosv1.Meta, trigger string, method source.Method, customers []string, hold bool) error {
+	ctx, span := w.tracer.Start(h.ctx, "snapshot.plan")
+	defer span.End()
+	class := meta.GetDataClass()
+	store := w.deps.Snapshots
+	id := snapshot.JobID(meta.GetEventId())
+	span.SetAttributes(attribute.String("custos.snapshot.id", id), attribute.String("custos.class", class))
+	h.snapshot = id
+	if j, err := store.Job(ctx, id); err == nil {
+		// A redelivered trigger: publish again whatever the first delivery may not have.
+		return store.Publish(ctx, j)
+	} else if !errors.Is(err, snapshot.ErrNotFound) {
+		return err
+	}
+	src := w.deps.Sources[class]
+	j := snapshot.Job{ID: id, Class: class, Method: method, Trigger: trigger, Time: w.cfg.Clock().UTC(),
+		Hold: hold, Created: w.cfg.Clock().UTC()}
+	if len(customers) > 0 {
+		// Only the named customers: a range of exactly one id each. A partial snapshot is full
+		// for its customers and never the base of an incremental.
+		j.Method, j.Partial = source.Full, true
+		sort.Strings(customers)
+		for _, c := range customers {
+			j.Tasks = append(j.Tasks, source.CustomerRange{From: c, To: c + "\x00"})
+		}
+	}
+	if j.Method == source.Incremental {
+		head, err := store.Head(ctx, class)
+		switch {
+		case errors.Is(err, snapshot.ErrNotFound):
+			w.log.Info("no complete snapshot of the class yet; taking a full one", "class", class)
+			j.Method = source.Full
+		case err != nil:
+			return err
+		default:
+			j.Base, j.BaseCursor = head.ID, head.Cursor
+		}
+	}
+	req := source.Request{DataClass: class, Method: j.Method, Cursor: j.BaseCursor}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	// The cursor is taken before any task reads: a write committed later is either read by a
+	// task or found by the next incremental, never neither. Sources that cannot give one up front
+	// run as a single task, whose snapshot reports it.
+	exp, canExport := src.(source.Exporter)
+	if canExport && !j.Partial {
+		e, err := exp.Export(ctx, req)
+		if err != nil {
+			return err
+		}
+		j.NextCursor = e.Cursor()
+		_ = e.Close()
+	}
+	if len(j.Tasks) == 0 {
+		j.Tasks = []source.CustomerRange{{}}
+		n := w.cfg.Classes[class].SnapshotTasks
+		if sp, ok := src.(source.Splitter); ok && canExport && n > 1 {
+			ranges, err := sp.Split(ctx, class, n)
+			if err != nil {
+				return err
+			}
+			j.Tasks = ranges
+		}
+	}
+	stored, created, err := store.Plan(ctx, j)
+	if err != nil {
+		return err
+	}
+	if created {
+		w.log.Info("snapshot planned", "snapshot", id, "class", class, "method", string(j.Method), "tasks", len(j.Tasks),
+			"base", j.Base, "partial", j.Partial)
+	}
+	return store.Publish(ctx, stored)
+}
+
+func repairObject(o snapshot.Object) repair.Object {
+	return repair.Object{Name: o.Name, Size: o.Size, SHA256: o.SHA256}
+}
+
+// taskLoop takes tasks from the shared queue one at a time while the worker runs.
+func (w *Worker) taskLoop(cons jetstream.Consumer) {
+	defer w.wg.Done()
+	for w.runCtx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if w.runCtx.Err() == nil {
+				w.log.Warn("fetch task failed", "err", err)
+				sleep(w.runCtx, time.Second)
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			w.runTaskMsg(msg)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// runTaskMsg runs one task, heartbeating while it works, and settles its message: ack when the
+// task is durable, nak (retry, maybe elsewhere) on failure, and after MaxDeliver deliveries the
+// job is marked failed so that it is visibly given up rather than stuck.
+func (w *Worker) runTaskMsg(msg jetstream.Msg) {
+	var t snapshot.Task
+	if err := json.Unmarshal(msg.Data(), &t); err != nil || t.Job == "" {
+		w.log.Error("malformed task message dropped", "subject", msg.Subject())
+		_ = msg.Term()
+		return
+	}
+	md, _ := msg.Metadata()
+	// Read the headers before the heartbeat goroutine touches the message.
+	ctx, cancel := context.WithCancel(telemetry.Extract(w.workCtx, msg.Headers()))
+	defer cancel()
+	hb := make(chan struct{})
+	go func() {
+		defer close(hb)
+		tick := time.NewTicker(w.cfg.AckWait / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	err := w.runTask(ctx, t)
+	cancel()
+	<-hb
+	switch {
+	case err == nil:
+		_ = msg.Ack()
+		w.tryCommit(t.Job)
+	case w.workCtx.Err() != nil:
+		_ = msg.Nak() // stopping: another worker takes it now
+	case md != nil && md.NumDelivered >= uint64(w.cfg.MaxDeliver) || errors.Is(err, source.ErrPermanent):
+		reason := fmt.Sprintf("task %d failed: %v", t.Task, err)
+		w.log.Error("snapshot job failed", "snapshot", t.Job, "task", t.Task, "err", err)
+		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ferr := w.deps.Snapshots.Fail(fctx, t.Job, reason)
+		fcancel()
+		if ferr != nil {
+			_ = msg.NakWithDelay(w.retryDelay(md))
+			return
+		}
+		w.count(func(s *Stats) { s.SnapshotsFailed++ })
+		_ = msg.Term()
+	default:
+		w.log.Warn("snapshot task failed; will retry", "snapshot", t.Job, "task", t.Task, "err", err)
+		_ = msg.NakWithDelay(w.retryDelay(md))
+	}
+}
+
+func (w *Worker) retryDelay(md *jetstream.MsgMetadata) time.Duration {
+	n := uint64(1)
+	if md != nil {
+		n = max(md.NumDelivered, 1)
+	}
+	return min(time.Duration(n)*time.Second, 30*time.Second)
+}
+
+// tryCommit commits a job if all its tasks are durable; otherwise it leaves it to the worker
+// that records the last result (or to the periodic pass).
+func (w *Worker) tryCommit(job string) {
+	ctx, cancel := context.WithTimeout(w.workCtx, 30*time.Second)
+	defer cancel()
+	sn, err := w.deps.Snapshots.Commit(ctx, job, w.cfg.Clock())
+	switch {
+	case err == nil:
+		w.log.Info("snapshot committed", "snapshot", sn.ID, "class", sn.Class, "method", string(sn.Method),
+			"records", sn.Records, "uploaded", sn.Uploaded, "reused", sn.Reused)
+	case errors.Is(err, snapshot.ErrIncomplete), errors.Is(err, snapshot.ErrFailed):
+	default:
+		w.log.Warn("snapshot commit failed; will retry", "snapshot", job, "err", err)
+	}
+}
+
+// commitPending commits every job whose tasks are all durable but whose snapshot is not
+// committed: the worker that recorded the last result may have died before committing.
+func (w *Worker) commitPending(ctx context.Context) error {
+	jobs, err := w.deps.Snapshots.Jobs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if j.Failed != "" {
+			continue
+		}
+		if _, err := w.deps.Snapshots.Get(ctx, j.ID); err == nil {
+			continue
+		}
+		w.tryCommit(j.ID)
+	}
+	return nil
+}
+
+// taskRun is the state of one task while it runs.
+type taskRun struct {
+	w      *Worker
+	job    snapshot.Job
+	task   int
+	res    snapshot.TaskResult
+	man    snapshot.Manifest
+	items  []pack.Item
+	refs   []snapshot.Entry // entries of items, filled in when their pack is written
+	bytes  int
+	cache  map[string]map[string]snapshot.Known // dedup shard → ref → known
+	dirty  map[string]bool
+	packOK map[string]bool
+	deks   map[string][]byte
+}
+
+// runTask runs task t of its job; it returns nil once the task's result is durable.
+func (w *Worker) runTask(ctx context.Context, t snapshot.Task) error {
+	store := w.deps.Snapshots
+	if _, err := store.TaskResult(ctx, t.Job, t.Task); err == nil {
+		return nil // done already (a duplicate message)
+	}
+	j, err := store.Job(ctx, t.Job)
+	if err != nil {
+		return err
+	}
+	if j.Failed != "" || t.Task < 0 || t.Task >= len(j.Tasks) {
+		return nil // given up, or not a task of this job: nothing to do
+	}
+	src := w.deps.Sources[j.Class]
+	if src == nil || w.cfg.Classes[j.Class].Targets == nil {
+		return fmt.Errorf("%w: this worker has no source or targets for class %q", source.ErrPermanent, j.Class)
+	}
+	ctx, span := w.tracer.Start(ctx, "snapshot.task", trace.WithAttributes(
+		attribute.String("custos.snapshot.id", j.ID), attribute.Int("custos.snapshot.task", t.Task),
+		attribute.String("custos.class", j.Class), attribute.String("custos.snapshot.method", string(j.Method))))
+	defer span.End()
+	r := &taskRun{w: w, job: j, task: t.Task,
+		res:   snapshot.TaskResult{Job: j.ID, Task: t.Task},
+		man:   snapshot.Manifest{V: 1, Snapshot: j.ID, Class: j.Class, Task: t.Task, Method: string(j.Method)},
+		cache: map[string]map[string]snapshot.Known{}, dirty: map[string]bool{}, packOK: map[string]bool{},
+		deks: map[string][]byte{}}
+	err = r.run(ctx, src)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "task not durable")
+		return err
+	}
+	span.SetAttributes(attribute.Int64("custos.snapshot.records", r.res.Records),
+		attribute.Int64("custos.snapshot.uploaded", r.res.Uploaded), attribute.Int64("custos.snapshot.reused", r.res.Reused))
+	w.count(func(s *Stats) { s.SnapshotTasks++ })
+	return nil
+}
+
+func (r *taskRun) run(ctx context.Context, src source.Source) error {
+	w, j := r.w, r.job
+	sn, err := src.Snapshot(ctx, source.Request{DataClass: j.Class, Method: j.Method, Cursor: j.BaseCursor,
+		Range: j.Tasks[r.task]})
+	if err != nil {
+		return err
+	}
+	defer sn.Close()
+	for {
+		rec, err := sn.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := r.add(ctx, rec); err != nil {
+			return err
+		}
+	}
+	if err := r.flush(ctx); err != nil {
+		return err
+	}
+	if len(j.NextCursor) == 0 {
+		if r.res.Cursor, err = sn.Cursor(); err != nil {
+			return err
+		}
+	}
+	if err := r.saveCache(ctx); err != nil {
+		w.log.Warn("dedup cache not saved; unchanged records may be uploaded again", "snapshot", j.ID, "err", err)
+	}
+	return r.writeManifest(ctx)
+}
+
+// add stores one record: a tombstone is listed, an unchanged record points at its earlier item,
+// anything else is sealed into the task's current pack.
+func (r *taskRun) add(ctx context.Context, rec source.Record) error {
+	w, j := r.w, r.job
+	if rec.CustomerID == "" || rec.Key == "" {
+		return fmt.Errorf("%w: a record without customer or key", source.ErrMalformed)
+	}
+	pseudo := w.deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
+	ref := w.deps.Pseudonyms.Pseudonym("record:"+pseudo, rec.Key)
+	dek, ok := r.deks[pseudo]
+	if !ok {
+		var err error
+		dek, err = w.deps.Keys.DataKey(ctx, pseudo)
+		if errors.Is(err, keys.ErrDestroyed) {
+			dek = nil // erased: its records are never stored again
+		} else if err != nil {
+			return fmt.Errorf("data key: %w", err)
+		}
+		r.deks[pseudo] = dek
+	}
+	if dek == nil {
+		r.res.Skipped++
+		return nil
+	}
+	r.res.Records++
+	if rec.Deleted {
+		r.res.Tombstones++
+		r.man.Entries = append(r.man.Entries, snapshot.Entry{Customer: pseudo, Ref: ref, Deleted: true})
+		return nil
+	}
+	data, err := readRecord(ctx, rec, w.cfg.MaxRecordBytes)
+	if err != nil {
+		return err
+	}
+	r.res.Bytes += int64(len(data))
+	sum := sha(data)
+	digest := w.deps.Pseudonyms.Pseudonym("content:"+pseudo, hex.EncodeToString(sum[:]))
+	shard := snapshot.Shard(j.Class, pseudo, ref)
+	known, err := r.shard(ctx, shard)
+	if err != nil {
+		return err
+	}
+	if k, ok := known[ref]; ok && k.Digest == digest && !j.Hold && r.packExists(ctx, k.Pack) {
+		r.res.Reused++
+		r.man.Entries = append(r.man.Entries, snapshot.Entry{Customer: pseudo, Ref: ref, Digest: digest, Pack: k.Pack, Item: k.Item})
+		return nil
+	}
+	// The id is derived from the job and the content: a re-run of the task seals the same item
+	// with the same derived nonce, so it rebuilds the same pack and its writes are idempotent.
+	id := w.deps.Pseudonyms.Pseudonym("snapshot-item:"+pseudo, j.ID+"/"+ref+"/"+digest)
+	im := pack.ItemMeta{Tenant: rec.Tenant, CustomerID: rec.CustomerID, RecordKey: rec.Key,
+		EventID: "snapshot:" + j.ID, EventTime: j.Time, ContentType: rec.ContentType}
+	sealed, err := w.codec.SealItem(dek, pseudo, j.Class, id, im, data)
+	if err != nil {
+		return err
+	}
+	r.items = append(r.items, pack.Item{ID: id, Customer: pseudo, EventTime: j.Time, Sealed: sealed})
+	r.refs = append(r.refs, snapshot.Entry{Customer: pseudo, Ref: ref, Digest: digest, Item: pack.Entry{ID: id}})
+	r.bytes += len(sealed)
+	if r.bytes >= w.cfg.PackMaxBytes || len(r.items) >= w.cfg.PackMaxItems {
+		return r.flush(ctx)
+	}
+	return nil
+}
+
+func readRecord(ctx context.Context, rec source.Record, limit int64) ([]byte, error) {
+	if rec.Open == nil {
+		if int64(len(rec.Data)) > limit {
+			return nil, fmt.Errorf("%w: a record of %d bytes, limit %d", source.ErrTooLarge, len(rec.Data), limit)
+		}
+		return rec.Data, nil
+	}
+	rc, err := rec.Body(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%w: a record over %d bytes", source.ErrTooLarge, limit)
+	}
+	return data, nil
+}
+
+func (r *taskRun) shard(ctx context.Context, key string) (map[string]snapshot.Known, error) {
+	if m, ok := r.cache[key]; ok {
+		return m, nil
+	}
+	if r.w.deps.Records == nil {
+		return map[string]snapshot.Known{}, nil
+	}
+	if len(r.cache) >= 4096 {
+		// Bound memory on large ranges: write back what changed and start over.
+		if err := r.saveCache(ctx); err != nil {
+			return nil, err
+		}
+		r.cache, r.dirty = map[string]map[string]snapshot.Known{}, map[string]bool{}
+	}
+	m, err := r.w.deps.Records.Load(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	r.cache[key] = m
+	return m, nil
+}
+
+func (r *taskRun) saveCache(ctx context.Context) error {
+	if r.w.deps.Records == nil {
+		return nil
+	}
+	for key := range r.dirty {
+		if err := r.w.deps.Records.Store(ctx, key, r.cache[key]); err != nil {
+			return err
+		}
+	}
+	r.dirty = map[string]bool{}
+	return nil
+}
+
+// packExists reports whether the index still names a pack (retention may have removed it).
+func (r *taskRun) packExists(ctx context.Context, id string) bool {
+	ok, seen := r.packOK[id]
+	if !seen {
+		_, err := r.w.deps.Index.Pack(ctx, id)
+		ok = err == nil
+		r.packOK[id] = ok
+	}
+	return ok
+}
+
+// flush writes the current pack with the ordering rules of design.md section 5 and lists its
+// items in the manifest.
+func (r *taskRun) flush(ctx context.Context) error {
+	if len(r.items) == 0 {
+		return nil
+	}
+	w, j := r.w, r.job
+	built := pack.Build(j.Class, r.items)
+	if err := w.writePack(ctx, j.Class, j.Hold, built.Manifest, built.Sum, replica.BytesSource(built.Data)); err != nil {
+		return err
+	}
+	byID := make(map[string]pack.Entry, len(built.Manifest.Items))
+	for _, e := range built.Manifest.Items {
+		byID[e.ID] = e
+	}
+	for _, e := range r.refs {
+		e.Pack, e.Item = built.Manifest.Pack, byID[e.Item.ID]
+		r.man.Entries = append(r.man.Entries, e)
+		shard := snapshot.Shard(j.Class, e.Customer, e.Ref)
+		if m, err := r.shard(ctx, shard); err == nil {
+			m[e.Ref] = snapshot.Known{Digest: e.Digest, Pack: e.Pack, Item: e.Item}
+			r.dirty[shard] = true
+		}
+	}
+	r.packOK[built.Manifest.Pack] = true
+	r.res.Uploaded += int64(len(r.items))
+	r.res.Stored += built.Manifest.Size
+	w.count(func(s *Stats) { s.Items += int64(len(r.items)) })
+	r.items, r.refs, r.bytes = nil, nil, 0
+	return nil
+}
+
+// writeManifest writes the task manifest to the class's targets (at least min_replicas of them)
+// and then records the task's result: only then is the task durable.
+func (r *taskRun) writeManifest(ctx context.Context) error {
+	w, j := r.w, r.job
+	catKey, err := w.deps.Keys.DataKey(ctx, pack.CatalogScope)
+	if err != nil {
+		return fmt.Errorf("catalog key: %w", err)
+	}
+	sealed, err := snapshot.Seal(catKey, r.man)
+	if err != nil {
+		return err
+	}
+	sum := sha(sealed)
+	name := snapshot.ManifestName(j.ID, r.task)
+	cl := w.cfg.Classes[j.Class]
+	obj := snapshot.Object{Name: name, Size: int64(len(sealed)), SHA256: hex.EncodeToString(sum[:])}
+	held, _, err := w.replicate(ctx, "write task manifest", cl.minReplicas(), w.classTargets(j.Class),
+		repairObject(obj), replica.BytesSource(sealed), w.putOptions(j.Class, j.Hold))
+	if err != nil {
+		return err
+	}
+	for _, t := range held {
+		r.res.Targets = append(r.res.Targets, t.Name())
+	}
+	r.res.Manifest = obj
+	r.res.Done = w.cfg.Clock().UTC()
+	if hook := w.cfg.testBeforeTaskDone; hook != nil {
+		if err := hook(j.ID, r.task); err != nil {
+			return err
+		}
+	}
+	return w.deps.Snapshots.Done(ctx, r.res)
+}
+
+// startTasks joins the shared task queue when snapshots are enabled.
+func (w *Worker) startTasks(ctx context.Context) error {
+	if w.deps.Snapshots == nil {
+		return nil
+	}
+	cons, err := w.deps.JS.CreateOrUpdateConsumer(ctx, snapshot.TaskStream, jetstream.ConsumerConfig{
+		Durable:       TaskConsumer,
+		Description:   "Custos workers taking snapshot tasks",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxDeliver:    -1, // runTaskMsg gives the job up after cfg.MaxDeliver deliveries itself
+		MaxAckPending: 1 << 16,
+	})
+	if err != nil {
+		return fmt.Errorf("worker: task consumer: %w", err)
+	}
+	for range w.cfg.TaskConcurrency {
+		w.wg.Add(1)
+		go w.taskLoop(cons)
+	}
+	w.commitLoop = &periodic.Loop{Interval: w.cfg.CommitInterval, Run: w.commitPending,
+		OnError: func(err error) { w.log.Warn("snapshot commit pass failed", "err", err) }}
+	return w.commitLoop.Start(w.runCtx)
+}
