@@ -1,5 +1,6 @@
 // Package config loads the runtime configuration shared by the worker and the admin CLI, and
-// builds the storage targets from it: the one place where target wrappers are composed.
+// builds the storage targets (the one place where target wrappers are composed) and the data
+// sources from it.
 package config
 
 import (
@@ -19,6 +20,7 @@ type Config struct {
 	NATS      NATS             `yaml:"nats"`
 	Keys      Keys             `yaml:"keys"`
 	Targets   []Target         `yaml:"targets"`
+	Sources   []Source         `yaml:"sources"`
 	Classes   map[string]Class `yaml:"classes"`
 	Worker    Worker           `yaml:"worker"`
 	Telemetry Telemetry        `yaml:"telemetry"`
@@ -73,6 +75,12 @@ type Class struct {
 	MinReplicas int `yaml:"min_replicas"`
 	// Retain makes the class's objects immutable for this long (0: not locked).
 	Retain time.Duration `yaml:"retain"`
+	// Source names the source that scheduled snapshots read the class from; that source must
+	// configure the class. Empty: the class only receives records carried by events.
+	Source string `yaml:"source"`
+	// SnapshotTasks is how many tasks a full snapshot of the class is split into, by customer
+	// range, for workers to share. Default 4.
+	SnapshotTasks int `yaml:"snapshot_tasks"`
 }
 
 // Worker tunes the worker; zero values take the worker's defaults.
@@ -152,6 +160,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("targets[%d] %q: unknown kind %q (supported: fs, s3, gcs, azure)", i, t.Name, t.Kind))
 		}
 	}
+	sources, serrs := c.validateSources()
+	errs = append(errs, serrs...)
 	if len(c.Classes) == 0 {
 		errs = append(errs, errors.New("classes: at least one data class is required"))
 	}
@@ -169,6 +179,16 @@ func (c *Config) Validate() error {
 			if !names[t] {
 				errs = append(errs, fmt.Errorf("classes.%s: unknown target %q", name, t))
 			}
+		}
+		if cl.Source != "" {
+			if s, ok := sources[cl.Source]; !ok {
+				errs = append(errs, fmt.Errorf("classes.%s: unknown source %q", name, cl.Source))
+			} else if _, ok := s.Classes[name]; !ok {
+				errs = append(errs, fmt.Errorf("classes.%s: source %q has no class %q", name, cl.Source, name))
+			}
+		}
+		if cl.SnapshotTasks < 0 {
+			errs = append(errs, fmt.Errorf("classes.%s: snapshot_tasks must not be negative", name))
 		}
 	}
 	return errors.Join(errs...)
