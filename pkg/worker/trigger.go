@@ -9,8 +9,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/custos-dev/custos/pkg/audit"
-	"github.com/custos-dev/custos/pkg/source"
 	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/source"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 

@@ -66,17 +66,17 @@ type Stats struct {
 
 // Worker is one worker process's consumer. Start it once; Stop drains it.
 type Worker struct {
-	cfg     Config
-	deps    Deps
-	log     *slog.Logger
-	tracer  trace.Tracer
-	codec   *pack.Codec
-	targets map[string]target.Target
-	limits  event.Limits
-	events  jetstream.Stream
-	intents *intentTable
-	audit   *audit.Log
-	alerts  metric.Int64Counter
+	cfg        Config
+	deps       Deps
+	log        *slog.Logger
+	tracer     trace.Tracer
+	codec      *pack.Codec
+	targets    map[string]target.Target
+	limits     event.Limits
+	events     jetstream.Stream
+	intents    *intentTable
+	audit      *audit.Log
+	alerts     metric.Int64Counter
 	commitLoop *periodic.Loop
 
 	sem     chan struct{} // one slot per held event
