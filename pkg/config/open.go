@@ -12,6 +12,7 @@ import (
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/repair"
+	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -24,6 +25,9 @@ type Parts struct {
 	Index   *catalog.Index
 	Repairs *repair.Queue
 	Targets []target.Target
+	// Snapshots holds snapshot jobs and committed snapshots; Records is the dedup cache.
+	Snapshots *snapshot.Store
+	Records   *snapshot.Records
 }
 
 // Open connects to NATS, loads the key file, opens the key store, the catalog and the targets.
@@ -68,6 +72,12 @@ func (c *Config) Open(ctx context.Context, name string, log *slog.Logger) (*Part
 		return fail(err)
 	}
 	if p.Repairs, err = repair.OpenQueue(ctx, p.JS, 1); err != nil {
+		return fail(err)
+	}
+	if p.Snapshots, err = snapshot.Open(ctx, p.JS, 1); err != nil {
+		return fail(err)
+	}
+	if p.Records, err = snapshot.OpenRecords(ctx, p.JS, 1); err != nil {
 		return fail(err)
 	}
 	if p.Targets, err = c.OpenTargets(ctx); err != nil {

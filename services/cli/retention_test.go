@@ -116,7 +116,7 @@ func (s *stack) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	root := &cobra.Command{Use: "custos", SilenceUsage: true, SilenceErrors: true}
 	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
-	root.AddCommand(retentionCmd(), rpoCmd())
+	root.AddCommand(retentionCmd(), rpoCmd(), jobsCmd(), snapshotsCmd(), restoreCmd())
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)

@@ -72,10 +72,17 @@ func run() error {
 
 	classes := map[string]worker.Class{}
 	for n, c := range cfg.Classes {
-		classes[n] = worker.Class{Targets: cfg.TargetNames(c.Targets), MinReplicas: c.MinReplicas, Retain: c.Retain}
+		classes[n] = worker.Class{Targets: cfg.TargetNames(c.Targets), MinReplicas: c.MinReplicas, Retain: c.Retain,
+			SnapshotTasks: c.SnapshotTasks}
 	}
+	sources, closeSources, err := cfg.OpenSources(log)
+	if err != nil {
+		return err
+	}
+	defer closeSources()
 	wc := cfg.Worker
-	w, err := worker.New(worker.Deps{JS: parts.JS, Keys: parts.Keys, Pseudonyms: parts.KMS, Index: parts.Index, Repairs: parts.Repairs},
+	w, err := worker.New(worker.Deps{JS: parts.JS, Keys: parts.Keys, Pseudonyms: parts.KMS, Index: parts.Index, Repairs: parts.Repairs,
+		Snapshots: parts.Snapshots, Records: parts.Records, Sources: sources},
 		worker.Config{
 			Classes: classes, Targets: parts.Targets, Logger: log,
 			MaxInFlight: wc.MaxInFlight, PackMaxBytes: wc.PackMaxBytes, PackMaxItems: wc.PackMaxItems,

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/snapshot"
+)
+
+func openParts(cmd *cobra.Command, name string) (*config.Parts, error) {
+	cfgPath, _ := cmd.Flags().GetString("config")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Open(cmd.Context(), name, logger())
+}
+
+func jobsCmd() *cobra.Command {
+	var class string
+	var watch time.Duration
+	cmd := &cobra.Command{
+		Use:   "jobs --config FILE [--class C] [--watch 2s]",
+		Short: "Show snapshot jobs: tasks done of total, bytes, rate and state",
+		Long: `Jobs prints one line per snapshot job, newest first: its id, class, method, state (running,
+committed or failed), tasks durable of total, records read, record bytes read from the source,
+encrypted bytes stored, and the read rate since the job was planned. With --watch it prints the
+table again at that interval until every job shown has ended (or Ctrl-C).`,
+		Example: `  custos jobs --config custos.yaml
+  custos jobs --config custos.yaml --class critical --watch 2s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			parts, err := openParts(cmd, "custos-jobs")
+			if err != nil {
+				return err
+			}
+			defer parts.Close()
+			for {
+				running, err := printJobs(cmd.Context(), cmd.OutOrStdout(), parts.Snapshots, class, time.Now())
+				if err != nil {
+					return err
+				}
+				if watch <= 0 || running == 0 {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(watch):
+				}
+				fmt.Fprintln(cmd.OutOrStdout())
+			}
+		},
+	}
+	cmd.Flags().StringVar(&class, "class", "", "only jobs of this data class")
+	cmd.Flags().DurationVar(&watch, "watch", 0, "print again at this interval while jobs run")
+	return cmd
+}
+
+// printJobs writes the jobs table and returns how many jobs are still running.
+func printJobs(ctx context.Context, out io.Writer, store *snapshot.Store, class string, now time.Time) (int, error) {
+	jobs, err := store.Jobs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tCLASS\tMETHOD\tSTATE\tTASKS\tRECORDS\tREAD\tSTORED\tRATE\tSTARTED")
+	running := 0
+	for _, j := range jobs {
+		if class != "" && j.Class != class {
+			continue
+		}
+		rs, err := store.Results(ctx, j.ID)
+		if err != nil {
+			return 0, err
+		}
+		var records, read, stored int64
+		end := now
+		for _, r := range rs {
+			records += r.Records
+			read += r.Bytes
+			stored += r.Stored
+		}
+		state := "running"
+		if sn, err := store.Get(ctx, j.ID); err == nil {
+			state, end = "committed", sn.Committed
+		} else if j.Failed != "" {
+			state = "failed: " + j.Failed
+		} else {
+			running++
+		}
+		if state != "running" && len(rs) > 0 {
+			end = rs[len(rs)-1].Done
+			for _, r := range rs {
+				if r.Done.After(end) {
+					end = r.Done
+				}
+			}
+		}
+		rate := "-"
+		if d := end.Sub(j.Created).Seconds(); d > 0 && read > 0 {
+			rate = humanBytes(int64(float64(read)/d)) + "/s"
+		}
+		method := string(j.Method)
+		if j.Partial {
+			method += " (partial)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%s\t%s\n", j.ID, j.Class, method, state, len(rs), len(j.Tasks),
+			records, humanBytes(read), humanBytes(stored), rate, j.Created.Local().Format(time.DateTime))
+	}
+	return running, tw.Flush()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func snapshotsCmd() *cobra.Command {
+	var class string
+	cmd := &cobra.Command{
+		Use:   "snapshots --config FILE [--class C]",
+		Short: "List committed snapshots, oldest first",
+		Long: `Snapshots lists the committed snapshots read from sources: id, class, method, the snapshot it
+builds on, its time, records listed, items uploaded and items reused from earlier snapshots
+(unchanged records are not stored again). Restore one with
+custos restore --snapshot ID --out DIR.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			parts, err := openParts(cmd, "custos-snapshots")
+			if err != nil {
+				return err
+			}
+			defer parts.Close()
+			list, err := parts.Snapshots.List(cmd.Context(), class)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SNAPSHOT\tCLASS\tMETHOD\tBASE\tTIME\tRECORDS\tUPLOADED\tREUSED\tSTORED")
+			for _, s := range list {
+				method := string(s.Method)
+				if s.Partial {
+					method += " (partial)"
+				}
+				if s.Hold {
+					method += " (legal hold)"
+				}
+				base := s.Base
+				if base == "" {
+					base = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", s.ID, s.Class, method, base,
+					s.Time.UTC().Format(time.RFC3339), s.Records, s.Uploaded, s.Reused, humanBytes(s.Stored))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&class, "class", "", "only snapshots of this data class")
+	return cmd
+}
