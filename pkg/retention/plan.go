@@ -50,7 +50,9 @@ const (
 // decide applies the keep rules of the policy to every pack. It depends on nothing but its
 // arguments. Decisions come back grouped by class in policy order (unknown classes last), newest
 // pack first.
-func decide(p *policy.Policy, packs []catalog.PackRecord, customers []catalog.CustomerRecord, now time.Time) []Decision {
+//
+// protected maps packs that must stay whatever the rules say (items a snapshot lists) to why.
+func decide(p *policy.Policy, packs []catalog.PackRecord, customers []catalog.CustomerRecord, protected map[string]string, now time.Time) []Decision {
 	byClass := map[string][]catalog.PackRecord{}
 	for _, r := range packs {
 		byClass[r.Class] = append(byClass[r.Class], r)
@@ -123,6 +125,9 @@ func decide(p *policy.Policy, packs []catalog.PackRecord, customers []catalog.Cu
 			}
 			if age := now.Sub(written); age < rt.Min {
 				keep(i, "younger than min retention %s (age %s)", policy.FormatDuration(rt.Min), policy.FormatDuration(max(age, 0).Round(time.Second)))
+			}
+			if why, ok := protected[r.Pack]; ok {
+				keep(i, "%s", why)
 			}
 			if n := latest[r.Pack]; n > 0 {
 				keep(i, "holds the latest item of %d customer(s)", n)

@@ -32,6 +32,7 @@ import (
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/policy"
+	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -45,6 +46,11 @@ type Index interface {
 
 var _ Index = (*catalog.Index)(nil)
 
+// Snapshots lists committed snapshots; *snapshot.Store implements it.
+type Snapshots interface {
+	List(ctx context.Context, class string) ([]snapshot.Snapshot, error)
+}
+
 // Config configures a Sweeper. Index, Policy and Targets are required.
 type Config struct {
 	Index  Index
@@ -53,6 +59,10 @@ type Config struct {
 	// is deleted from each of them (absent is fine), so a copy a repair wrote but did not index
 	// yet goes too.
 	Targets []target.Target
+	// Snapshots, when set, lists the committed snapshots read from sources: a pack holding an
+	// item that any of them lists is kept, since an incremental chain restores through its full
+	// snapshot's items. (Snapshots themselves are kept until snapshot retention exists.)
+	Snapshots Snapshots
 	// Logger, Clock and MeterProvider default to a discarding logger, time.Now and the global
 	// meter provider. Clock gives the time when Plan or Sweep is called with a zero time.
 	Logger        *slog.Logger
@@ -111,7 +121,23 @@ func (s *Sweeper) Plan(ctx context.Context, now time.Time) ([]Decision, error) {
 	if err != nil {
 		return nil, fmt.Errorf("retention: %w", err)
 	}
-	return decide(s.cfg.Policy, packs, customers, now), nil
+	protected := map[string]string{}
+	if s.cfg.Snapshots != nil {
+		snaps, err := s.cfg.Snapshots.List(ctx, "")
+		if err != nil {
+			return nil, fmt.Errorf("retention: %w", err)
+		}
+		for _, sn := range snaps {
+			for _, t := range sn.Tasks {
+				for _, id := range t.Packs {
+					if _, ok := protected[id]; !ok {
+						protected[id] = fmt.Sprintf("listed by snapshot %s", sn.ID)
+					}
+				}
+			}
+		}
+	}
+	return decide(s.cfg.Policy, packs, customers, protected, now), nil
 }
 
 // Report is the result of a sweep.

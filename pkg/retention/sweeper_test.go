@@ -2,10 +2,12 @@ package retention_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/retention"
+	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/target"
 	"github.com/custos-dev/custos/pkg/target/mem"
 )
@@ -474,5 +477,50 @@ func TestUnknownTargetTouchesNothing(t *testing.T) {
 	}
 	if _, err := b.index.Pack(t.Context(), old.Pack); err != nil {
 		t.Fatalf("pack no longer indexed: %v", err)
+	}
+}
+
+// snapshotList is a fixed list of committed snapshots.
+type snapshotList []snapshot.Snapshot
+
+func (l snapshotList) List(context.Context, string) ([]snapshot.Snapshot, error) { return l, nil }
+
+// TestSnapshotPacksKept: a pack holding items that a committed snapshot lists (an incremental
+// chain restores through its full snapshot's items) is never deleted, whatever its age; packs
+// no snapshot lists follow the keep rules.
+func TestSnapshotPacksKept(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "{min: 2d, keep_last: 1}")
+	ids := b.daily(t, day("2027-01-01"), day("2027-01-11")) // 10 packs
+	listed := ids["2027-01-02"]
+	p, err := policy.Parse("policy.yaml", []byte(policyYAML("{min: 2d, keep_last: 1}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := make([]target.Target, len(b.targets))
+	for i, tg := range b.targets {
+		ts[i] = tg
+	}
+	s, err := retention.New(retention.Config{Index: b.index, Policy: p, Targets: ts, Clock: b.clock.Now,
+		Snapshots: snapshotList{{ID: "s1", Class: "critical", Tasks: []snapshot.TaskResult{{Packs: []string{listed}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Sweep(t.Context(), day("2027-02-01"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{listed, ids["2027-01-10"]}
+	slices.Sort(want)
+	if got := b.indexed(t); !slices.Equal(got, want) || rep.Deleted != 8 {
+		t.Fatalf("kept %v (deleted %d), want %v: the listed pack and the newest", got, rep.Deleted, want)
+	}
+	for _, d := range rep.Decisions {
+		if d.Pack.Pack == listed && !strings.Contains(d.Reason(), "listed by snapshot s1") {
+			t.Fatalf("reason %q", d.Reason())
+		}
+	}
+	if packs, _ := b.stored(t, listed); packs != 2 {
+		t.Fatalf("listed pack in %d targets, want 2", packs)
 	}
 }

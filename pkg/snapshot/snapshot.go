@@ -100,6 +100,9 @@ type TaskResult struct {
 	Stored     int64    `json:"stored"`     // encrypted bytes written (per target)
 	Manifest   Object   `json:"manifest"`
 	Targets    []string `json:"targets"`
+	// Packs are the packs holding the items the manifest lists (new and reused): retention keeps
+	// them while the snapshot exists.
+	Packs []string `json:"packs"`
 	// Cursor is the source's cursor for this task, used when the job has none.
 	Cursor []byte    `json:"cursor,omitempty"`
 	Done   time.Time `json:"done"`

@@ -301,6 +301,7 @@ type taskRun struct {
 	dirty  map[string]bool
 	packOK map[string]bool
 	deks   map[string][]byte
+	packs  map[string]bool // every pack the manifest lists
 }
 
 // runTask runs task t of its job; it returns nil once the task's result is durable.
@@ -328,7 +329,7 @@ func (w *Worker) runTask(ctx context.Context, t snapshot.Task) error {
 		res:   snapshot.TaskResult{Job: j.ID, Task: t.Task},
 		man:   snapshot.Manifest{V: 1, Snapshot: j.ID, Class: j.Class, Task: t.Task, Method: string(j.Method)},
 		cache: map[string]map[string]snapshot.Known{}, dirty: map[string]bool{}, packOK: map[string]bool{},
-		deks: map[string][]byte{}}
+		deks: map[string][]byte{}, packs: map[string]bool{}}
 	err = r.run(ctx, src)
 	if err != nil {
 		span.RecordError(err)
@@ -419,6 +420,7 @@ func (r *taskRun) add(ctx context.Context, rec source.Record) error {
 	}
 	if k, ok := known[ref]; ok && k.Digest == digest && !j.Hold && r.packExists(ctx, k.Pack) {
 		r.res.Reused++
+		r.packs[k.Pack] = true
 		r.man.Entries = append(r.man.Entries, snapshot.Entry{Customer: pseudo, Ref: ref, Digest: digest, Pack: k.Pack, Item: k.Item})
 		return nil
 	}
@@ -533,6 +535,7 @@ func (r *taskRun) flush(ctx context.Context) error {
 		}
 	}
 	r.packOK[built.Manifest.Pack] = true
+	r.packs[built.Manifest.Pack] = true
 	r.res.Uploaded += int64(len(r.items))
 	r.res.Stored += built.Manifest.Size
 	w.count(func(s *Stats) { s.Items += int64(len(r.items)) })
@@ -565,6 +568,10 @@ func (r *taskRun) writeManifest(ctx context.Context) error {
 		r.res.Targets = append(r.res.Targets, t.Name())
 	}
 	r.res.Manifest = obj
+	for id := range r.packs {
+		r.res.Packs = append(r.res.Packs, id)
+	}
+	sort.Strings(r.res.Packs)
 	r.res.Done = w.cfg.Clock().UTC()
 	if hook := w.cfg.testBeforeTaskDone; hook != nil {
 		if err := hook(j.ID, r.task); err != nil {

@@ -293,6 +293,30 @@ func TestSnapshotFullAndIncremental(t *testing.T) {
 	for _, p := range points {
 		check(p)
 	}
+	// Retention keeps what a snapshot lists: every pack holding one of its items is named.
+	for _, sn := range []snapshot.Snapshot{full, full2} {
+		named := map[string]bool{}
+		for _, r := range sn.Tasks {
+			for _, p := range r.Packs {
+				named[p] = true
+			}
+		}
+		if len(named) == 0 {
+			t.Errorf("snapshot %s names no packs", sn.ID)
+		}
+		if sn.ID == full2.ID {
+			// Its items are nearly all reused from the first full, so it names those packs.
+			for _, r := range full.Tasks {
+				hit := false
+				for _, p := range r.Packs {
+					hit = hit || named[p]
+				}
+				if !hit {
+					t.Errorf("second full names none of the packs of task %d of the first", r.Task)
+				}
+			}
+		}
+	}
 	if s1, s2 := w1.Stats().SnapshotTasks, w2.Stats().SnapshotTasks; s1+s2 < 4*3 {
 		t.Errorf("workers made %d + %d tasks durable, want at least 12", s1, s2)
 	}

@@ -56,7 +56,7 @@ nothing. It exits 2 when a pack could not be deleted for another reason.`,
 				return err
 			}
 			defer parts.Close()
-			s, err := retention.New(retention.Config{Index: parts.Index, Policy: p, Targets: parts.Targets, Logger: logger()})
+			s, err := retention.New(retention.Config{Index: parts.Index, Policy: p, Targets: parts.Targets, Snapshots: parts.Snapshots, Logger: logger()})
 			if err != nil {
 				return err
 			}
