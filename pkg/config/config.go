@@ -98,6 +98,11 @@ type Worker struct {
 	// hold it; RepairInterval is how often the repairer looks for missing replicas.
 	ReplicaGrace   time.Duration `yaml:"replica_grace"`
 	RepairInterval time.Duration `yaml:"repair_interval"`
+	// Snapshots from sources: the largest record read (bytes), tasks run at once by one worker,
+	// and how often to look for snapshots whose tasks are all durable but not committed.
+	MaxRecordBytes  int64         `yaml:"max_record_bytes"`
+	TaskConcurrency int           `yaml:"task_concurrency"`
+	CommitInterval  time.Duration `yaml:"commit_interval"`
 }
 
 // Telemetry selects the trace exporter: otlp-grpc, otlp-http, stdout or none.

@@ -88,7 +88,8 @@ func run() error {
 			MaxInFlight: wc.MaxInFlight, PackMaxBytes: wc.PackMaxBytes, PackMaxItems: wc.PackMaxItems,
 			PackMaxDelay: wc.PackMaxDelay, AckWait: wc.AckWait, MaxDeliver: wc.MaxDeliver,
 			MaxInlineBytes: wc.MaxInlineBytes, SpoolDir: cfg.Path(wc.SpoolDir), DrainTimeout: wc.DrainTimeout,
-			ReplicaGrace: wc.ReplicaGrace,
+			ReplicaGrace: wc.ReplicaGrace, MaxRecordBytes: wc.MaxRecordBytes, TaskConcurrency: wc.TaskConcurrency,
+			CommitInterval: wc.CommitInterval,
 		})
 	if err != nil {
 		return err
