@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/periodic"
 	"github.com/custos-dev/custos/pkg/policy"
+	"github.com/custos-dev/custos/pkg/snapshot"
 )
 
 // Index is the part of the catalog the monitor reads; *catalog.Index implements it.
@@ -33,6 +35,23 @@ var _ Index = (*catalog.Index)(nil)
 
 // Clock is the monitor's source of time; tests inject a fake one.
 type Clock interface{ Now() time.Time }
+
+// Snapshots lists committed snapshots; *snapshot.Store implements it.
+type Snapshots interface {
+	List(ctx context.Context, class string) ([]snapshot.Snapshot, error)
+}
+
+// WithSnapshots adds one stand-in pack record per complete committed snapshot to packs, so
+// Compute counts a snapshot that stored nothing new (every record unchanged) as a backup.
+func WithSnapshots(packs []catalog.PackRecord, snaps []snapshot.Snapshot) []catalog.PackRecord {
+	out := slices.Clone(packs)
+	for _, sn := range snaps {
+		if !sn.Partial {
+			out = append(out, catalog.PackRecord{Class: sn.Class, Committed: sn.Committed, NewestEvent: sn.Time})
+		}
+	}
+	return out
+}
 
 type systemClock struct{}
 
@@ -112,6 +131,9 @@ func ForCustomer(p *policy.Policy, recs []catalog.CustomerRecord, packs []catalo
 type Config struct {
 	Index  Index
 	Policy *policy.Policy
+	// Snapshots, when set, lists snapshots read from sources: a committed complete snapshot is
+	// a backup of its class at its commit time, even when nothing changed and it stored no pack.
+	Snapshots Snapshots
 	// Interval between checks. Default 1 minute.
 	Interval time.Duration
 	// Logger, Clock and MeterProvider default to a discarding logger, the wall clock and the
@@ -211,6 +233,13 @@ func (m *Monitor) Check(ctx context.Context) ([]Status, error) {
 	packs, err := m.cfg.Index.Packs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("rpo: %w", err)
+	}
+	if m.cfg.Snapshots != nil {
+		snaps, err := m.cfg.Snapshots.List(ctx, "")
+		if err != nil {
+			return nil, fmt.Errorf("rpo: %w", err)
+		}
+		packs = WithSnapshots(packs, snaps)
 	}
 	st := Compute(m.cfg.Policy, packs, m.cfg.Clock.Now())
 	m.mu.Lock()

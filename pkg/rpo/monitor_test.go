@@ -20,6 +20,7 @@ import (
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/rpo"
+	"github.com/custos-dev/custos/pkg/snapshot"
 )
 
 func TestMain(m *testing.M) {
@@ -227,6 +228,16 @@ func TestComputeAndForCustomer(t *testing.T) {
 	cs := rpo.ForCustomer(p, recs, packs, now)
 	if len(cs) != 1 || cs[0].Class != "critical" || cs[0].Age != 2*time.Hour || cs[0].Breached {
 		t.Fatalf("ForCustomer = %+v", cs)
+	}
+	// A committed snapshot that stored nothing new (every record unchanged) still counts as a
+	// backup of its class; a partial one (chosen customers) does not.
+	snaps := []snapshot.Snapshot{
+		{ID: "s1", Class: "archive", Committed: now.Add(-time.Hour)},
+		{ID: "s2", Class: "critical", Committed: now, Partial: true},
+	}
+	st = rpo.Compute(p, rpo.WithSnapshots(packs, snaps), now)
+	if st[1].Breached || st[1].Age != time.Hour || st[0].Age != time.Hour {
+		t.Fatalf("Compute with snapshots = %+v", st)
 	}
 }
 

@@ -56,7 +56,11 @@ It exits 3 when any line is in breach.`,
 			}
 			var st []rpo.Status
 			if customer == "" {
-				st = rpo.Compute(p, packs, now)
+				snaps, err := parts.Snapshots.List(ctx, "")
+				if err != nil {
+					return err
+				}
+				st = rpo.Compute(p, rpo.WithSnapshots(packs, snaps), now)
 			} else {
 				pseudonym := parts.KMS.Pseudonym(tenant, customer)
 				recs, err := parts.Index.Customer(ctx, pseudonym)

@@ -21,6 +21,7 @@ import (
 	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/rpo"
 	"github.com/custos-dev/custos/pkg/schedule"
+	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/telemetry"
 )
 
@@ -113,7 +114,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	mon, err := rpo.New(rpo.Config{Index: index, Policy: p, Logger: log.With("component", "rpo")})
+	snaps, err := snapshot.Open(setup, js, 1)
+	if err != nil {
+		return err
+	}
+	mon, err := rpo.New(rpo.Config{Index: index, Snapshots: snaps, Policy: p, Logger: log.With("component", "rpo")})
 	if err != nil {
 		return err
 	}
