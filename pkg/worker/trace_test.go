@@ -14,7 +14,9 @@ import (
 // TestTraceShape checks that on-call can follow an event from the producer's publish through the
 // worker to every replica write, and from a pack back to each event it holds.
 func TestTraceShape(t *testing.T) {
-	b := setup(t, func(c *Config) { c.PackMaxItems = 2 })
+	// The two events must share one pack: it closes at two items, and the age limit is long
+	// enough that a loaded machine cannot split them.
+	b := setup(t, func(c *Config) { c.PackMaxItems, c.PackMaxDelay = 2, 5*time.Second })
 	b.startWorker()
 	ctx, root := b.tp.Tracer("test").Start(context.Background(), "checkout")
 	for i := range 2 {
