@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the PostgreSQL 15 server binaries the tests start (pkg/internal/pgtest) when they are
-# absent: Debian 12's postgresql-15 package. Idempotent; a no-op when initdb and postgres are
-# already in $CUSTOS_PG_BIN or /usr/lib/postgresql/15/bin. Needs root (or sudo) to install.
+# Installs the PostgreSQL 15 server binaries the tests start (devstack.StartPostgres, through
+# pkg/internal/pgtest or directly) when they are absent: Debian 12's postgresql-15 package.
+# Idempotent; a no-op when initdb and postgres are already in $CUSTOS_PG_BIN or
+# /usr/lib/postgresql/15/bin. Needs root (or sudo) to install.
 #
 # Only the binaries are wanted: create_main_cluster=false stops the package from creating (and so
 # starting) its own cluster. The package name pins the major version; Debian's point release is

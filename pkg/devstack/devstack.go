@@ -1,5 +1,7 @@
-// Package devstack runs the embedded parts of the Custos dev stack in-process: a JetStream
-// nats-server storing under a directory. Production uses an external NATS cluster instead.
+// Package devstack runs the parts of the Custos dev stack: in-process, a JetStream nats-server
+// storing under a directory (production uses an external NATS cluster instead); as processes,
+// the storage emulators (clouds.go) and a throwaway PostgreSQL server (postgres.go) that tests
+// back up from.
 package devstack
 
 import (

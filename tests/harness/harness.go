@@ -11,11 +11,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/devstack"
@@ -77,7 +77,7 @@ type Stack struct {
 	JS      jetstream.JetStream
 	Config  string
 	Targets []string
-	env     []string // for workers: the clouds' credentials
+	env     []string // for workers: the clouds' credentials, the PostgreSQL source's DSN
 }
 
 // Options shape the config file.
@@ -87,12 +87,48 @@ type Options struct {
 	PackMaxDelay time.Duration // default 50ms
 	PackMaxBytes int           // default worker default
 	MaxInFlight  int
+	// TaskConcurrency is how many snapshot tasks one worker runs at once (0: worker default).
+	TaskConcurrency int
 	// Clouds are extra targets (emulators), named c0, c1, ... after the fs targets.
 	Clouds []*devstack.Cloud
 	// MinReplicas per class (0: every target); ReplicaGrace and RepairInterval tune the worker.
 	MinReplicas    int
 	ReplicaGrace   time.Duration
 	RepairInterval time.Duration
+	// Postgres, when set, backs the "critical" class with a PostgreSQL source: scheduled
+	// snapshots of the class read from it.
+	Postgres *PostgresSource
+}
+
+// PostgresDSNEnv is the environment variable that carries the PostgreSQL source's DSN to worker
+// processes (the config file names it in dsn_env; the DSN itself never appears in the file).
+const PostgresDSNEnv = "CUSTOS_TEST_PG_DSN"
+
+// PostgresSource is the source of the "critical" class: what the config file's sources section
+// says about it.
+type PostgresSource struct {
+	// DSN is given to workers in $CUSTOS_TEST_PG_DSN.
+	DSN string
+	// Class says what to read for the class: tenant, tables, incremental mode.
+	Class config.SourceClass
+	// SnapshotTasks is the class's snapshot_tasks (0: the default).
+	SnapshotTasks int
+}
+
+// yaml writes the sources section and the lines the critical class adds.
+func (p *PostgresSource) yaml() (sources, class string, err error) {
+	b, err := yaml.Marshal(map[string][]config.Source{"sources": {{
+		Name: "pg", Kind: "postgres", DSNEnv: PostgresDSNEnv,
+		Classes: map[string]config.SourceClass{"critical": p.Class},
+	}}})
+	if err != nil {
+		return "", "", err
+	}
+	class = "    source: pg\n"
+	if p.SnapshotTasks > 0 {
+		class += fmt.Sprintf("    snapshot_tasks: %d\n", p.SnapshotTasks)
+	}
+	return string(b), class, nil
 }
 
 // Start runs the server and writes dir/custos.yaml.
@@ -126,9 +162,23 @@ func Start(dir string, o Options) (*Stack, error) {
 		fmt.Fprintf(&b, "  - name: %s\n%s", n, c.Target)
 		s.env = append(s.env, c.Env...)
 	}
+	var pgClass string
+	if o.Postgres != nil {
+		sources, class, err := o.Postgres.yaml()
+		if err != nil {
+			ns.Stop()
+			return nil, err
+		}
+		b.WriteString(sources)
+		pgClass = class
+		s.env = append(s.env, PostgresDSNEnv+"="+o.Postgres.DSN)
+	}
 	fmt.Fprintf(&b, "classes:\n")
 	for _, c := range []string{"critical", "important", "non_essential"} {
 		fmt.Fprintf(&b, "  %s:\n    targets: [%s]\n    min_replicas: %d\n", c, strings.Join(names, ", "), o.MinReplicas)
+		if c == "critical" {
+			b.WriteString(pgClass)
+		}
 	}
 	fmt.Fprintf(&b, "worker:\n  ack_wait: %s\n  pack_max_delay: %s\n  spool_dir: spool\n  drain_timeout: 20s\n", o.AckWait, o.PackMaxDelay)
 	if o.PackMaxBytes > 0 {
@@ -136,6 +186,9 @@ func Start(dir string, o Options) (*Stack, error) {
 	}
 	if o.MaxInFlight > 0 {
 		fmt.Fprintf(&b, "  max_in_flight: %d\n", o.MaxInFlight)
+	}
+	if o.TaskConcurrency > 0 {
+		fmt.Fprintf(&b, "  task_concurrency: %d\n", o.TaskConcurrency)
 	}
 	if o.ReplicaGrace > 0 {
 		fmt.Fprintf(&b, "  replica_grace: %s\n", o.ReplicaGrace)
