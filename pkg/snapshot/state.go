@@ -25,6 +25,10 @@ type Known struct {
 	Digest string     `json:"d"`
 	Pack   string     `json:"p"`
 	Item   pack.Entry `json:"i"`
+	// Job is the job that stored the item. A task never reuses its own job's items: a worker
+	// that died after saving part of the cache must not make the re-run skip records, or the
+	// re-run would build other packs than the first run and leave the first run's items unlisted.
+	Job string `json:"j,omitempty"`
 }
 
 // Records is the dedup cache: for each (class, customer, record) the newest item stored. It is

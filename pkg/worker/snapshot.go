@@ -418,7 +418,7 @@ func (r *taskRun) add(ctx context.Context, rec source.Record) error {
 	if err != nil {
 		return err
 	}
-	if k, ok := known[ref]; ok && k.Digest == digest && !j.Hold && r.packExists(ctx, k.Pack) {
+	if k, ok := known[ref]; ok && k.Digest == digest && k.Job != j.ID && !j.Hold && r.packExists(ctx, k.Pack) {
 		r.res.Reused++
 		r.packs[k.Pack] = true
 		r.man.Entries = append(r.man.Entries, snapshot.Entry{Customer: pseudo, Ref: ref, Digest: digest, Pack: k.Pack, Item: k.Item})
@@ -530,7 +530,7 @@ func (r *taskRun) flush(ctx context.Context) error {
 		r.man.Entries = append(r.man.Entries, e)
 		shard := snapshot.Shard(j.Class, e.Customer, e.Ref)
 		if m, err := r.shard(ctx, shard); err == nil {
-			m[e.Ref] = snapshot.Known{Digest: e.Digest, Pack: e.Pack, Item: e.Item}
+			m[e.Ref] = snapshot.Known{Digest: e.Digest, Pack: e.Pack, Item: e.Item, Job: j.ID}
 			r.dirty[shard] = true
 		}
 	}
