@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,6 +13,7 @@ import (
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/repair"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/target"
 )
@@ -99,4 +101,68 @@ func (p *Parts) Close() error {
 		errs = append(errs, p.NC.Drain())
 	}
 	return errors.Join(errs...)
+}
+
+// Repository returns a reader of the system of record over p's targets.
+func (p *Parts) Repository() *repository.Reader {
+	readers := make([]target.Reader, len(p.Targets))
+	for i, t := range p.Targets {
+		readers[i] = t
+	}
+	return repository.NewReader(repository.NewOpener(p.KMS, p.KMS.Fingerprint()), readers...)
+}
+
+// Offline are the parts that need no broker: the key file and the targets. Restores and
+// rebuilds from a target use them (docs/design.md section 11).
+type Offline struct {
+	KMS     *keys.LocalKMS
+	Targets []target.Target
+}
+
+// OpenOffline loads the key file (never creating one) and opens the targets, without NATS.
+func (c *Config) OpenOffline(ctx context.Context) (*Offline, error) {
+	kms, err := keys.LoadKeyFile(c.Path(c.Keys.File))
+	if err != nil {
+		return nil, err
+	}
+	ts, err := c.OpenTargets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Offline{KMS: kms, Targets: ts}, nil
+}
+
+// Close closes the targets.
+func (o *Offline) Close() error {
+	var errs []error
+	for _, t := range o.Targets {
+		errs = append(errs, t.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Opener returns an opener of catalog objects with the key file.
+func (o *Offline) Opener() *repository.Opener {
+	return repository.NewOpener(o.KMS, o.KMS.Fingerprint())
+}
+
+// FindTarget returns the target named name, by its configured name ("s3") or its full name
+// ("s3:s3"), and the others.
+func FindTarget(ts []target.Target, name string) (target.Target, []target.Target, error) {
+	var found target.Target
+	var others []target.Target
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.Name())
+		_, short, _ := strings.Cut(t.Name(), ":")
+		if found == nil && (t.Name() == name || short == name) {
+			found = t
+			continue
+		}
+		others = append(others, t)
+	}
+	if found == nil {
+		return nil, nil, fmt.Errorf("no target named %q in the configuration (targets: %s)", name, strings.Join(names, ", "))
+	}
+	return found, others, nil
 }

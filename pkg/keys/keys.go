@@ -60,6 +60,9 @@ type KMS interface {
 // KV keys, logs and the audit log.
 type Pseudonymizer interface {
 	Pseudonym(tenant, customerID string) string
+	// Fingerprint identifies the pseudonym key without revealing it; catalog objects record it
+	// so that a reader with another key stops with an error.
+	Fingerprint() string
 }
 
 // Store gives the data key of a scope. Implementations must be safe for concurrent use by

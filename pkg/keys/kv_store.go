@@ -39,7 +39,8 @@ type KVStore struct {
 var _ Store = (*KVStore)(nil)
 
 type cacheEntry struct {
-	dek       []byte // nil when destroyed
+	dek       []byte   // nil when destroyed
+	env       Envelope // the wrapped form, as stored
 	destroyed bool
 }
 
@@ -273,18 +274,12 @@ func (s *KVStore) load(ctx context.Context, scope string) ([]byte, error) {
 		s.remember(scope, cacheEntry{destroyed: true}, epoch)
 		return nil, ErrDestroyed
 	}
-	if r.KMSKeyID != s.kms.KeyID() {
-		return nil, fmt.Errorf("keys: data key of %s is wrapped by KMS key %q, not %q: %w",
-			scope, r.KMSKeyID, s.kms.KeyID(), ErrUnwrap)
-	}
-	dek, err := s.kms.Unwrap(ctx, r.Wrapped, []byte(scope))
+	env := Envelope{KEK: r.KMSKeyID, DEK: r.Wrapped}
+	dek, err := env.Open(ctx, s.kms, scope)
 	if err != nil {
-		return nil, fmt.Errorf("keys: unwrap data key of %s: %w", scope, err)
+		return nil, err
 	}
-	if len(dek) != DEKSize {
-		return nil, fmt.Errorf("%w: %s: data key of %d bytes", ErrCorrupt, scope, len(dek))
-	}
-	s.remember(scope, cacheEntry{dek: dek}, epoch)
+	s.remember(scope, cacheEntry{dek: dek, env: env}, epoch)
 	return dek, nil
 }
 
@@ -310,7 +305,7 @@ func (s *KVStore) create(ctx context.Context, scope string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("keys: store data key of %s: %w", scope, err)
 	}
-	s.remember(scope, cacheEntry{dek: dek}, epoch)
+	s.remember(scope, cacheEntry{dek: dek, env: Envelope{KEK: s.kms.KeyID(), DEK: wrapped}}, epoch)
 	return dek, nil
 }
 

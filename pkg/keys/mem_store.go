@@ -13,12 +13,44 @@ import (
 type MemStore struct {
 	mu   sync.Mutex
 	keys map[string][]byte // nil value: destroyed
+	kms  KMS
+	envs map[string]Envelope
 }
 
-var _ Store = (*MemStore)(nil)
+var _ EnvelopeStore = (*MemStore)(nil)
 
-// NewMemStore returns an empty MemStore.
+// NewMemStore returns an empty MemStore. Its Envelope fails: use NewMemStoreWithKMS where
+// manifests are written.
 func NewMemStore() *MemStore { return &MemStore{} }
+
+// NewMemStoreWithKMS returns an empty MemStore whose Envelope wraps keys with kms.
+func NewMemStoreWithKMS(kms KMS) *MemStore { return &MemStore{kms: kms} }
+
+// Envelope returns the scope's key wrapped by the store's KMS, creating the key on first use.
+func (s *MemStore) Envelope(ctx context.Context, scope string) (Envelope, error) {
+	dek, err := s.DataKey(ctx, scope)
+	if err != nil {
+		return Envelope{}, err
+	}
+	if s.kms == nil {
+		return Envelope{}, fmt.Errorf("keys: MemStore without a KMS cannot wrap keys")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.envs[scope]; ok {
+		return e, nil
+	}
+	wrapped, err := s.kms.Wrap(ctx, dek, []byte(scope))
+	if err != nil {
+		return Envelope{}, err
+	}
+	if s.envs == nil {
+		s.envs = make(map[string]Envelope)
+	}
+	e := Envelope{KEK: s.kms.KeyID(), DEK: wrapped}
+	s.envs[scope] = e
+	return e, nil
+}
 
 // DataKey returns the scope's key, creating it on first use.
 func (s *MemStore) DataKey(_ context.Context, scope string) ([]byte, error) {
@@ -67,6 +99,7 @@ func (s *MemStore) Destroy(_ context.Context, scope string) error {
 	}
 	clear(s.keys[scope])
 	s.keys[scope] = nil
+	delete(s.envs, scope)
 	return nil
 }
 

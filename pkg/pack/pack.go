@@ -44,6 +44,29 @@ type Manifest struct {
 	SHA256      string    `json:"sha256"`
 	NewestEvent time.Time `json:"newest_event"`
 	Items       []Entry   `json:"items"`
+	// Keys holds, for every customer with an item in the pack, its data key wrapped by the KEK
+	// (docs/design.md section 11), so that the targets alone can be restored from.
+	Keys map[string]WrappedKey `json:"keys,omitempty"`
+}
+
+// WrappedKey is a data key wrapped by a KEK, as the key store holds it.
+type WrappedKey struct {
+	KEK string `json:"kek"`
+	DEK []byte `json:"dek"`
+}
+
+// Customers returns the distinct customer pseudonyms of the manifest's items, sorted.
+func (m Manifest) Customers() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, e := range m.Items {
+		if !seen[e.Customer] {
+			seen[e.Customer] = true
+			out = append(out, e.Customer)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Built is a pack ready to write.

@@ -143,11 +143,14 @@ func (r *Repairer) RunOnce(ctx context.Context) (Result, error) {
 			r.cfg.Logger.Info("replica not repaired yet", "pack", m.Pack, "target", m.Target, "err", err)
 			continue
 		}
-		if err := r.cfg.Index.AddTarget(ctx, m.Pack, m.Target); err != nil {
-			res.Pending++
-			counts[m.Target]++
-			r.cfg.Logger.Warn("repaired replica not indexed yet", "pack", m.Pack, "target", m.Target, "err", err)
-			continue
+		// Entries that are not packs (erasure and snapshot records) have no index entry.
+		if isPackID(m.Pack) {
+			if err := r.cfg.Index.AddTarget(ctx, m.Pack, m.Target); err != nil {
+				res.Pending++
+				counts[m.Target]++
+				r.cfg.Logger.Warn("repaired replica not indexed yet", "pack", m.Pack, "target", m.Target, "err", err)
+				continue
+			}
 		}
 		if err := r.cfg.Queue.Done(ctx, m); err != nil {
 			return res, err
@@ -245,4 +248,18 @@ func (r *Repairer) fetch(ctx context.Context, src target.Reader, o Object, sum [
 		return "", err
 	}
 	return f.Name(), nil
+}
+
+// isPackID reports whether id is a pack id (32 lowercase hex digits) rather than the id of
+// another record the queue carries ("erasure.<pseudonym>", "snapshot.<job>").
+func isPackID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range id {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -17,11 +17,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/target"
 )
@@ -29,15 +31,42 @@ import (
 // ErrChecksum means an item's bytes differ from its manifest in every target.
 var ErrChecksum = errors.New("restore: checksum mismatch")
 
+// Catalog is the part of the index a restore reads: the broker's index (catalog.Index) or one
+// read from a target (repository.Memory).
+type Catalog interface {
+	Customer(ctx context.Context, pseudonym string) ([]catalog.CustomerRecord, error)
+	Packs(ctx context.Context) ([]catalog.PackRecord, error)
+}
+
 // Restorer restores from an index and a set of targets tried in order.
 type Restorer struct {
-	Index      *catalog.Index
-	Targets    []target.Reader
-	Keys       keys.Store
+	Index   Catalog
+	Targets []target.Reader
+	// Keys gives customers' data keys (Lookup only). When it lacks a key, the key is read from
+	// the manifest of a pack holding the item; when it says destroyed, an erasure record in a
+	// target must confirm it (docs/design.md section 11).
+	Keys keys.Store
+	// Repo reads manifests, erasure records and keys from Targets.
+	Repo       *repository.Reader
 	Pseudonyms keys.Pseudonymizer
 	Logger     *slog.Logger
 	// Progress, when set, is called after each item.
 	Progress func(done, total int)
+
+	once sync.Once
+}
+
+// repo returns Repo, or a reader over Targets that opens catalog objects with Pseudonyms when it
+// is also the KMS (the key file's LocalKMS is both).
+func (r *Restorer) repo() *repository.Reader {
+	r.once.Do(func() {
+		if r.Repo != nil {
+			return
+		}
+		kms, _ := r.Pseudonyms.(keys.KMS)
+		r.Repo = repository.NewReader(repository.NewOpener(kms, r.Pseudonyms.Fingerprint()), r.Targets...)
+	})
+	return r.Repo
 }
 
 // Options select what to restore.
@@ -56,6 +85,12 @@ type Report struct {
 	Bytes     int64    // record bytes written
 	Erased    []string // pseudonyms of erased customers that were skipped
 	Failures  []string // items that could not be restored from any target
+	// Skipped names every replica passed over because it was missing or failed a check, while
+	// another target's copy served: "target: object: reason".
+	Skipped []string
+	// Recovered names customers whose data key was missing from the key store and was read
+	// from the targets.
+	Recovered []string
 }
 
 // OK reports whether everything asked for was restored and verified.
@@ -69,6 +104,9 @@ type located struct {
 
 // Customer restores one customer's records.
 func (r *Restorer) Customer(ctx context.Context, tenant, customerID string, opts Options) (Report, error) {
+	if err := r.repo().CheckKey(ctx); err != nil {
+		return Report{}, err
+	}
 	pseudo := r.Pseudonyms.Pseudonym(tenant, customerID)
 	recs, err := r.Index.Customer(ctx, pseudo)
 	if err != nil {
@@ -86,18 +124,17 @@ func (r *Restorer) Customer(ctx context.Context, tenant, customerID string, opts
 // All restores every customer in the catalog. Manifests are read from the targets and
 // authenticated, so the index only says which packs exist.
 func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {
+	if err := r.repo().CheckKey(ctx); err != nil {
+		return Report{}, err
+	}
 	packs, err := r.Index.Packs(ctx)
 	if err != nil {
 		return Report{}, err
 	}
-	catKey, err := r.Keys.Lookup(ctx, pack.CatalogScope)
-	if err != nil {
-		return Report{}, fmt.Errorf("restore: catalog key: %w", err)
-	}
 	var items []located
 	var rep Report
 	for _, p := range packs {
-		m, err := r.manifest(ctx, catKey, p.Pack)
+		m, err := r.repo().Manifest(ctx, p.Pack)
 		if err != nil {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("manifest %s: %v", p.Pack, err))
 			continue
@@ -109,33 +146,6 @@ func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {
 	sub, err := r.restore(ctx, items, opts)
 	sub.Failures = append(rep.Failures, sub.Failures...)
 	return sub, err
-}
-
-func (r *Restorer) manifest(ctx context.Context, catKey []byte, id string) (pack.Manifest, error) {
-	if !pack.ValidID(id) {
-		return pack.Manifest{}, fmt.Errorf("malformed pack id %q in the index", id)
-	}
-	var errs []error
-	for _, t := range r.Targets {
-		rc, err := t.Get(ctx, pack.ManifestName(id))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(rc, 64<<20))
-		rc.Close()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		m, err := pack.OpenManifest(catKey, id, b)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", t.Name(), err))
-			continue
-		}
-		return m, nil
-	}
-	return pack.Manifest{}, errors.Join(errs...)
 }
 
 // restore reads items oldest first so the newest version of each record is written last.
@@ -169,9 +179,14 @@ func (r *Restorer) restore(ctx context.Context, items []located, opts Options) (
 		return a.Seq < b.Seq
 	})
 	deks := map[string][]byte{}
-	erased := map[string]bool{}
+	erased := map[string]bool{} // erased, or not restorable as a whole: skip its items
 	customers := map[string]bool{}
 	records := map[string]bool{}
+	defer func() {
+		for _, b := range r.repo().Skipped() {
+			rep.Skipped = append(rep.Skipped, b.String())
+		}
+	}()
 	for i, it := range items {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -183,14 +198,13 @@ func (r *Restorer) restore(ctx context.Context, items []located, opts Options) (
 		dek, ok := deks[c]
 		if !ok {
 			var err error
-			dek, err = r.Keys.Lookup(ctx, c)
-			if errors.Is(err, keys.ErrDestroyed) || errors.Is(err, keys.ErrNotFound) {
-				erased[c] = true
-				rep.Erased = append(rep.Erased, c)
-				continue
-			}
+			dek, err = r.customerKey(ctx, c, it.pack, &rep)
 			if err != nil {
-				return rep, fmt.Errorf("restore: data key of %s: %w", c, err)
+				return rep, err
+			}
+			if dek == nil {
+				erased[c] = true
+				continue
 			}
 			deks[c] = dek
 		}
@@ -217,14 +231,56 @@ func (r *Restorer) restore(ctx context.Context, items []located, opts Options) (
 	return rep, nil
 }
 
-// item restores one item from the first target whose copy verifies.
+// customerKey returns a customer's data key, or nil when its items must be skipped: erased
+// (added to rep.Erased), or not restorable (added to rep.Failures). An error stops the restore.
+func (r *Restorer) customerKey(ctx context.Context, c, packID string, rep *Report) ([]byte, error) {
+	dek, err := r.Keys.Lookup(ctx, c)
+	switch {
+	case err == nil:
+		return dek, nil
+	case errors.Is(err, keys.ErrDestroyed):
+		erased, eerr := r.repo().Erased(ctx, c)
+		switch {
+		case erased:
+			rep.Erased = append(rep.Erased, c)
+		case eerr != nil:
+			rep.Failures = append(rep.Failures, fmt.Sprintf("customer %s: marked destroyed in the key store, and no target answered to confirm the erasure: %v", c, eerr))
+		default:
+			rep.Failures = append(rep.Failures, fmt.Sprintf("customer %s: marked destroyed in the key store, but no target holds an erasure record (the key store was altered?); not restored", c))
+		}
+		return nil, nil
+	case errors.Is(err, keys.ErrNotFound):
+		// An erased customer whose key entry was purged stays erased.
+		if erased, _ := r.repo().Erased(ctx, c); erased {
+			rep.Erased = append(rep.Erased, c)
+			return nil, nil
+		}
+		dek, err := r.repo().CustomerKey(ctx, packID, c)
+		if err != nil {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("customer %s: data key missing from the key store and not readable from the targets: %v", c, err))
+			return nil, nil
+		}
+		rep.Recovered = append(rep.Recovered, c)
+		return dek, nil
+	default:
+		return nil, fmt.Errorf("restore: data key of %s: %w", c, err)
+	}
+}
+
+// item restores one item from the first target whose copy verifies; the copies passed over are
+// recorded in the Reader's skipped list.
 func (r *Restorer) item(ctx context.Context, dek []byte, it located, out string) (pack.ItemMeta, int64, error) {
 	var errs []error
+	var failed []repository.Bad
 	for _, t := range r.Targets {
 		meta, n, err := r.itemFrom(ctx, t, dek, it, out)
 		if err == nil {
+			for _, b := range failed {
+				r.repo().Skip(b.Target, b.Object, b.Err)
+			}
 			return meta, n, nil
 		}
+		failed = append(failed, repository.Bad{Target: t.Name(), Object: repository.PackName(it.pack) + " item " + it.entry.ID, Err: err})
 		errs = append(errs, fmt.Errorf("%s: %w", t.Name(), err))
 	}
 	return pack.ItemMeta{}, 0, errors.Join(errs...)
@@ -313,16 +369,15 @@ func (r *Restorer) Snapshot(ctx context.Context, chain []snapshot.Snapshot, cust
 	if len(chain) == 0 {
 		return Report{}, errors.New("restore: empty snapshot chain")
 	}
-	catKey, err := r.Keys.Lookup(ctx, pack.CatalogScope)
-	if err != nil {
-		return Report{}, fmt.Errorf("restore: catalog key: %w", err)
+	if err := r.repo().CheckKey(ctx); err != nil {
+		return Report{}, err
 	}
 	var rep Report
 	all := make([][]snapshot.Manifest, 0, len(chain))
 	for _, sn := range chain {
 		ms := make([]snapshot.Manifest, 0, len(sn.Tasks))
 		for _, t := range sn.Tasks {
-			m, err := r.taskManifest(ctx, catKey, sn.ID, t)
+			m, err := r.repo().TaskManifest(ctx, sn.ID, t)
 			if err != nil {
 				// A snapshot missing a task cannot be restored exactly: say so and stop.
 				return rep, fmt.Errorf("restore: snapshot %s task %d: %w", sn.ID, t.Task, err)
@@ -341,33 +396,4 @@ func (r *Restorer) Snapshot(ctx context.Context, chain []snapshot.Snapshot, cust
 	}
 	opts.AsOf = time.Time{} // the snapshot chooses the versions
 	return r.restore(ctx, items, opts)
-}
-
-func (r *Restorer) taskManifest(ctx context.Context, catKey []byte, id string, t snapshot.TaskResult) (snapshot.Manifest, error) {
-	var errs []error
-	for _, tg := range r.Targets {
-		rc, err := tg.Get(ctx, t.Manifest.Name)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", tg.Name(), err))
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(rc, t.Manifest.Size+1))
-		rc.Close()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", tg.Name(), err))
-			continue
-		}
-		sum := sha256.Sum256(b)
-		if int64(len(b)) != t.Manifest.Size || hex.EncodeToString(sum[:]) != t.Manifest.SHA256 {
-			errs = append(errs, fmt.Errorf("%s: %w", tg.Name(), ErrChecksum))
-			continue
-		}
-		m, err := snapshot.OpenManifest(catKey, id, t.Task, b)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", tg.Name(), err))
-			continue
-		}
-		return m, nil
-	}
-	return snapshot.Manifest{}, errors.Join(errs...)
 }

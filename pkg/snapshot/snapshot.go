@@ -345,6 +345,14 @@ func (s *Store) each(ctx context.Context, kv jetstream.KeyValue, filter string, 
 // unless it is partial or older than the head. It is idempotent: committing twice returns the
 // same snapshot. It returns ErrIncomplete while tasks are missing, ErrFailed for a failed job.
 func (s *Store) Commit(ctx context.Context, id string, now time.Time) (Snapshot, error) {
+	return s.CommitWith(ctx, id, now, nil)
+}
+
+// CommitWith is Commit with a step run after the snapshot is assembled and before its record is
+// created: the worker writes the snapshot record to the targets there (docs/design.md section
+// 11), so the broker never names a snapshot the targets do not. The record's Committed time is
+// the time its last task became durable, so an assembly retried after a crash is identical.
+func (s *Store) CommitWith(ctx context.Context, id string, now time.Time, before func(context.Context, Snapshot) error) (Snapshot, error) {
 	if sn, err := s.Get(ctx, id); err == nil {
 		return sn, s.advanceHead(ctx, sn)
 	} else if !errors.Is(err, ErrNotFound) {
@@ -375,6 +383,20 @@ func (s *Store) Commit(ctx context.Context, id string, now time.Time) (Snapshot,
 		sn.Reused += r.Reused
 		sn.Stored += r.Stored
 	}
+	var last time.Time
+	for _, r := range rs {
+		if r.Done.After(last) {
+			last = r.Done.UTC()
+		}
+	}
+	if !last.IsZero() {
+		sn.Committed = last
+	}
+	if before != nil {
+		if err := before(ctx, sn); err != nil {
+			return Snapshot{}, err
+		}
+	}
 	b, err := json.Marshal(sn)
 	if err != nil {
 		return Snapshot{}, err
@@ -393,7 +415,7 @@ func (s *Store) Commit(ctx context.Context, id string, now time.Time) (Snapshot,
 
 // advanceHead points head.<class> at sn when sn is complete and newer than the current head.
 func (s *Store) advanceHead(ctx context.Context, sn Snapshot) error {
-	if sn.Partial || len(sn.Cursor) == 0 {
+	if !IsHead(sn) {
 		return nil
 	}
 	for {
@@ -480,6 +502,12 @@ func (s *Store) List(ctx context.Context, class string) ([]Snapshot, error) {
 // Chain returns the snapshots a restore of id reads, oldest first: the full snapshot it builds
 // on, then every incremental up to id.
 func (s *Store) Chain(ctx context.Context, id string) ([]Snapshot, error) {
+	return ChainOf(id, func(id string) (Snapshot, error) { return s.Get(ctx, id) })
+}
+
+// ChainOf resolves the chain of id with get, for any place snapshots are held (the KV bucket,
+// or records read from a target).
+func ChainOf(id string, get func(id string) (Snapshot, error)) ([]Snapshot, error) {
 	var chain []Snapshot
 	seen := map[string]bool{}
 	for id != "" {
@@ -487,7 +515,7 @@ func (s *Store) Chain(ctx context.Context, id string) ([]Snapshot, error) {
 			return nil, fmt.Errorf("snapshot: chain of %s loops", strings.Join(keysOf(seen), ","))
 		}
 		seen[id] = true
-		sn, err := s.Get(ctx, id)
+		sn, err := get(id)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot: chain: %w", err)
 		}
@@ -505,6 +533,23 @@ func (s *Store) Chain(ctx context.Context, id string) ([]Snapshot, error) {
 	}
 	return chain, nil
 }
+
+// Put records a committed snapshot read back from a target (catalog rebuild): create-only, a
+// record already present is kept; then the head of its class moves to it if it is newer.
+func (s *Store) Put(ctx context.Context, sn Snapshot) error {
+	b, err := json.Marshal(sn)
+	if err != nil {
+		return err
+	}
+	if _, err := s.snaps.Create(ctx, snapKey(sn.ID), b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("snapshot: record %s: %w", sn.ID, err)
+	}
+	return s.advanceHead(ctx, sn)
+}
+
+// IsHead reports whether sn can be the head of its class: complete (not partial) and with a
+// cursor an incremental can start from.
+func IsHead(sn Snapshot) bool { return !sn.Partial && len(sn.Cursor) > 0 }
 
 func keysOf(m map[string]bool) []string {
 	out := make([]string, 0, len(m))

@@ -114,11 +114,16 @@ func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.
 	if err != nil {
 		return err
 	}
-	catKey, err := w.deps.Keys.DataKey(ctx, pack.CatalogScope)
-	if err != nil {
-		return fmt.Errorf("catalog key: %w", err)
+	// Every target that holds the manifest must be able to open the pack with the KEK alone.
+	m.Keys = make(map[string]pack.WrappedKey)
+	for _, c := range m.Customers() {
+		env, err := w.deps.Keys.Envelope(ctx, c)
+		if err != nil {
+			return fmt.Errorf("data key of %s: %w", c, err)
+		}
+		m.Keys[c] = pack.WrappedKey{KEK: env.KEK, DEK: env.DEK}
 	}
-	sealed, err := pack.SealManifest(catKey, m)
+	sealed, err := w.sealer.Manifest(m)
 	if err != nil {
 		return err
 	}

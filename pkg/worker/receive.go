@@ -186,6 +186,12 @@ func (w *Worker) erase(h *heldMsg, m *custosv1.DeletionRequest) {
 	pseudo := w.pseudonym(m.GetMeta())
 	ctx, span := w.tracer.Start(h.ctx, "erase", trace.WithAttributes(attribute.String("custos.customer", pseudo)))
 	defer span.End()
+	// The targets record the erasure before the key store does: a destroyed key with no erasure
+	// record is read as tampering, never as an erasure (docs/design.md section 11).
+	if err := w.writeErasure(ctx, pseudo); err != nil {
+		h.retryLater(fmt.Errorf("write erasure record: %w", err))
+		return
+	}
 	if err := w.deps.Keys.Destroy(ctx, pseudo); err != nil {
 		h.retryLater(fmt.Errorf("destroy data key: %w", err))
 		return

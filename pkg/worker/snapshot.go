@@ -257,7 +257,7 @@ func (w *Worker) retryDelay(md *jetstream.MsgMetadata) time.Duration {
 func (w *Worker) tryCommit(job string) {
 	ctx, cancel := context.WithTimeout(w.workCtx, 30*time.Second)
 	defer cancel()
-	sn, err := w.deps.Snapshots.Commit(ctx, job, w.cfg.Clock())
+	sn, err := w.deps.Snapshots.CommitWith(ctx, job, w.cfg.Clock(), w.writeSnapshotRecord)
 	switch {
 	case err == nil:
 		w.log.Info("snapshot committed", "snapshot", sn.ID, "class", sn.Class, "method", string(sn.Method),
@@ -547,11 +547,7 @@ func (r *taskRun) flush(ctx context.Context) error {
 // and then records the task's result: only then is the task durable.
 func (r *taskRun) writeManifest(ctx context.Context) error {
 	w, j := r.w, r.job
-	catKey, err := w.deps.Keys.DataKey(ctx, pack.CatalogScope)
-	if err != nil {
-		return fmt.Errorf("catalog key: %w", err)
-	}
-	sealed, err := snapshot.Seal(catKey, r.man)
+	sealed, err := w.sealer.TaskManifest(r.man)
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/periodic"
 	"github.com/custos-dev/custos/pkg/repair"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/source"
 	"github.com/custos-dev/custos/pkg/target"
@@ -32,8 +33,9 @@ import (
 
 // Deps are the parts a worker works with; they outlive it.
 type Deps struct {
-	JS         jetstream.JetStream
-	Keys       keys.Store
+	JS jetstream.JetStream
+	// Keys gives data keys and their wrapped form, which every manifest carries.
+	Keys       keys.EnvelopeStore
 	Pseudonyms keys.Pseudonymizer
 	Index      *catalog.Index
 	// Repairs records replicas a pack missed. Required when a class's MinReplicas is below its
@@ -75,6 +77,7 @@ type Worker struct {
 	limits     event.Limits
 	events     jetstream.Stream
 	intents    *intentTable
+	sealer     *repository.Sealer // seals catalog objects under the catalog key
 	audit      *audit.Log
 	alerts     metric.Int64Counter
 	commitLoop *periodic.Loop
@@ -155,6 +158,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.codec = codec
+	if w.sealer, err = repository.NewSealer(ctx, w.deps.Keys, w.deps.Pseudonyms.Fingerprint()); err != nil {
+		return err
+	}
 	if err := EnsureStreams(ctx, w.deps.JS); err != nil {
 		return err
 	}

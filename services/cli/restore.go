@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -8,12 +9,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/restore"
+	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
 func restoreCmd() *cobra.Command {
-	var tenant, customer, out, asOf, snap, class string
+	var tenant, customer, out, asOf, snap, class, fromTarget string
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "restore (--customer ID --tenant T | --all) --out DIR [--as-of TIME | --snapshot ID|latest [--class C]]",
@@ -25,10 +28,18 @@ verify. Erased customers are never restored; they are listed by pseudonym.
 
 With --snapshot it restores exactly the state a snapshot read from a source describes (see
 custos snapshots): the full snapshot it builds on, then each incremental up to it, with records
-deleted at the source left out. "latest" means the newest complete snapshot of --class.`,
+deleted at the source left out. "latest" means the newest complete snapshot of --class.
+
+With --from-target it needs no broker at all: it reads the catalog, the data keys, the erasure
+records and the snapshot records from that one target and the key file (docs/design.md section
+11), and reads items from that target first, then from the other configured targets.
+
+A replica that was missing or failed a check while another target's copy served is named on
+stderr ("SKIPPED") and counted in the summary.`,
 		Example: `  custos restore --config custos.yaml --tenant shop --customer c-0042 --out ./restored
   custos restore --config custos.yaml --all --out ./restored --as-of 2026-11-01T00:00:00Z
-  custos restore --config custos.yaml --all --snapshot latest --class critical --out ./restored`,
+  custos restore --config custos.yaml --all --snapshot latest --class critical --out ./restored
+  custos restore --config custos.yaml --all --from-target s3 --out ./restored`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if all == (customer != "") {
 				return fmt.Errorf("give exactly one of --all or --customer")
@@ -51,25 +62,28 @@ deleted at the source left out. "latest" means the newest complete snapshot of -
 			if snap == "latest" && class == "" {
 				return fmt.Errorf("--snapshot latest needs --class")
 			}
-			parts, err := openParts(cmd, "custos-restore")
-			if err != nil {
-				return err
-			}
-			defer parts.Close()
 			var rep restore.Report
-			if snap != "" {
-				rep, err = runSnapshotRestore(cmd, parts, snap, class, tenant, customer, opts)
+			var err error
+			if fromTarget != "" {
+				rep, err = runOfflineRestore(cmd, fromTarget, snap, class, tenant, customer, all, opts)
 			} else {
-				rep, err = runRestore(cmd, parts, tenant, customer, all, opts)
+				var parts *config.Parts
+				if parts, err = openParts(cmd, "custos-restore"); err != nil {
+					return err
+				}
+				defer parts.Close()
+				r := &restore.Restorer{Index: parts.Index, Targets: readerList(parts.Targets), Keys: parts.Keys,
+					Repo: parts.Repository(), Pseudonyms: parts.KMS, Logger: logger(), Progress: progress()}
+				if snap != "" {
+					rep, err = runSnapshotRestore(cmd, r, parts.Snapshots, snap, class, tenant, customer, opts)
+				} else {
+					rep, err = runRestore(cmd, r, tenant, customer, all, opts)
+				}
 			}
 			if err != nil {
 				return err
 			}
-			fmt.Printf("restored customers=%d records=%d items=%d bytes=%d erased_skipped=%d failures=%d\n",
-				rep.Customers, rep.Records, rep.Items, rep.Bytes, len(rep.Erased), len(rep.Failures))
-			for _, f := range rep.Failures {
-				fmt.Fprintln(os.Stderr, "FAILED:", f)
-			}
+			printRestore(rep)
 			if !rep.OK() {
 				return &exitError{code: 2, msg: fmt.Sprintf("%d items failed to verify", len(rep.Failures))}
 			}
@@ -83,31 +97,106 @@ deleted at the source left out. "latest" means the newest complete snapshot of -
 	cmd.Flags().StringVar(&asOf, "as-of", "", "restore records as they were at this time (RFC 3339)")
 	cmd.Flags().StringVar(&snap, "snapshot", "", `restore this snapshot (an id from "custos snapshots", or latest)`)
 	cmd.Flags().StringVar(&class, "class", "", "data class, for --snapshot latest")
+	cmd.Flags().StringVar(&fromTarget, "from-target", "", "restore with no broker: read the catalog and keys from this target")
 	return cmd
 }
 
-func runSnapshotRestore(cmd *cobra.Command, parts *config.Parts, id, class, tenant, customer string, opts restore.Options) (restore.Report, error) {
+// snapshotLister resolves snapshots: the broker's store, or records read from a target.
+type snapshotLister interface {
+	Head(class string) (snapshot.Snapshot, error)
+	Chain(id string) ([]snapshot.Snapshot, error)
+}
+
+// kvSnapshots adapts the broker's snapshot store.
+type kvSnapshots struct {
+	ctx context.Context
+	s   *snapshot.Store
+}
+
+func (k kvSnapshots) Head(class string) (snapshot.Snapshot, error) { return k.s.Head(k.ctx, class) }
+func (k kvSnapshots) Chain(id string) ([]snapshot.Snapshot, error) { return k.s.Chain(k.ctx, id) }
+
+func runSnapshotRestore(cmd *cobra.Command, r *restore.Restorer, store *snapshot.Store, id, class, tenant, customer string, opts restore.Options) (restore.Report, error) {
+	return snapshotRestore(cmd, r, kvSnapshots{cmd.Context(), store}, id, class, tenant, customer, opts)
+}
+
+func snapshotRestore(cmd *cobra.Command, r *restore.Restorer, snaps snapshotLister, id, class, tenant, customer string, opts restore.Options) (restore.Report, error) {
 	ctx := cmd.Context()
 	if id == "latest" {
-		head, err := parts.Snapshots.Head(ctx, class)
+		head, err := snaps.Head(class)
 		if err != nil {
 			return restore.Report{}, err
 		}
 		id = head.ID
 	}
-	chain, err := parts.Snapshots.Chain(ctx, id)
+	chain, err := snaps.Chain(id)
 	if err != nil {
 		return restore.Report{}, err
 	}
 	var pseudonym string
 	if customer != "" {
-		pseudonym = parts.KMS.Pseudonym(tenant, customer)
+		pseudonym = r.Pseudonyms.Pseudonym(tenant, customer)
 	}
-	r := &restore.Restorer{Index: parts.Index, Targets: readerList(parts.Targets), Keys: parts.Keys, Pseudonyms: parts.KMS,
-		Logger: logger(), Progress: progress()}
-	defer fmt.Fprint(os.Stderr, "\r\033[K")
+	defer clearLine()
 	fmt.Fprintf(os.Stderr, "snapshot %s (%s, %d in chain)\n", id, chain[len(chain)-1].Method, len(chain))
 	return r.Snapshot(ctx, chain, pseudonym, opts)
+}
+
+// runOfflineRestore restores with no broker: the catalog is read from one target.
+func runOfflineRestore(cmd *cobra.Command, from, snap, class, tenant, customer string, all bool, opts restore.Options) (restore.Report, error) {
+	cfgPath, _ := cmd.Flags().GetString("config")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return restore.Report{}, err
+	}
+	off, err := cfg.OpenOffline(cmd.Context())
+	if err != nil {
+		return restore.Report{}, err
+	}
+	defer off.Close()
+	src, others, err := config.FindTarget(off.Targets, from)
+	if err != nil {
+		return restore.Report{}, err
+	}
+	mem := repository.NewMemory(off.KMS)
+	opener := off.Opener()
+	rb, err := repository.Rebuild(cmd.Context(), src, readerList(others), opener, mem,
+		repository.RebuildOptions{Progress: rebuildProgress()})
+	clearLine()
+	if err != nil {
+		return restore.Report{}, err
+	}
+	fmt.Fprintf(os.Stderr, "read from %s: packs=%d keys=%d erased=%d snapshots=%d\n", src.Name(), rb.Packs, rb.Keys, rb.Erased, rb.Snapshots)
+	for _, u := range rb.Unreachable {
+		fmt.Fprintf(os.Stderr, "WARNING: %s did not answer: an erasure recorded only there is not known to this restore\n", u)
+	}
+	ordered := append([]target.Target{src}, others...)
+	r := &restore.Restorer{Index: mem, Targets: readerList(ordered), Keys: mem,
+		Repo: repository.NewReader(opener, readerList(ordered)...), Pseudonyms: off.KMS, Logger: logger(), Progress: progress()}
+	var rep restore.Report
+	if snap != "" {
+		rep, err = snapshotRestore(cmd, r, mem, snap, class, tenant, customer, opts)
+	} else {
+		rep, err = runRestore(cmd, r, tenant, customer, all, opts)
+	}
+	for _, f := range rb.Failures {
+		rep.Failures = append(rep.Failures, "catalog: "+f)
+	}
+	return rep, err
+}
+
+func printRestore(rep restore.Report) {
+	fmt.Printf("restored customers=%d records=%d items=%d bytes=%d erased_skipped=%d skipped_replicas=%d keys_recovered=%d failures=%d\n",
+		rep.Customers, rep.Records, rep.Items, rep.Bytes, len(rep.Erased), len(rep.Skipped), len(rep.Recovered), len(rep.Failures))
+	for _, s := range rep.Skipped {
+		fmt.Fprintln(os.Stderr, "SKIPPED:", s)
+	}
+	for _, c := range rep.Recovered {
+		fmt.Fprintf(os.Stderr, "WARNING: data key of %s was missing from the key store; read from the targets\n", c)
+	}
+	for _, f := range rep.Failures {
+		fmt.Fprintln(os.Stderr, "FAILED:", f)
+	}
 }
 
 func readerList(ts []target.Target) []target.Reader {
@@ -118,10 +207,8 @@ func readerList(ts []target.Target) []target.Reader {
 	return readers
 }
 
-func runRestore(cmd *cobra.Command, parts *config.Parts, tenant, customer string, all bool, opts restore.Options) (restore.Report, error) {
-	r := &restore.Restorer{Index: parts.Index, Targets: readerList(parts.Targets), Keys: parts.Keys, Pseudonyms: parts.KMS,
-		Logger: logger(), Progress: progress()}
-	defer fmt.Fprint(os.Stderr, "\r\033[K")
+func runRestore(cmd *cobra.Command, r *restore.Restorer, tenant, customer string, all bool, opts restore.Options) (restore.Report, error) {
+	defer clearLine()
 	if all {
 		return r.All(cmd.Context(), opts)
 	}
