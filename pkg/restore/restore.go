@@ -149,8 +149,8 @@ func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {
 }
 
 // restore reads items oldest first so the newest version of each record is written last.
-func (r *Restorer) restore(ctx context.Context, items []located, opts Options) (Report, error) {
-	var rep Report
+// rep is a named result so that the deferred copy of the skipped replicas reaches the caller.
+func (r *Restorer) restore(ctx context.Context, items []located, opts Options) (rep Report, err error) {
 	log := r.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -270,6 +270,10 @@ func (r *Restorer) customerKey(ctx context.Context, c, packID string, rep *Repor
 // item restores one item from the first target whose copy verifies; the copies passed over are
 // recorded in the Reader's skipped list.
 func (r *Restorer) item(ctx context.Context, dek []byte, it located, out string) (pack.ItemMeta, int64, error) {
+	// The index is not authenticated: check the id before it names an object.
+	if !pack.ValidID(it.pack) {
+		return pack.ItemMeta{}, 0, fmt.Errorf("malformed pack id %q in the index", it.pack)
+	}
 	var errs []error
 	var failed []repository.Bad
 	for _, t := range r.Targets {
@@ -287,10 +291,7 @@ func (r *Restorer) item(ctx context.Context, dek []byte, it located, out string)
 }
 
 func (r *Restorer) itemFrom(ctx context.Context, t target.Reader, dek []byte, it located, out string) (pack.ItemMeta, int64, error) {
-	if !pack.ValidID(it.pack) {
-		return pack.ItemMeta{}, 0, fmt.Errorf("malformed pack id %q in the index", it.pack)
-	}
-	rc, err := t.GetRange(ctx, pack.ObjectName(it.pack), it.entry.Offset, it.entry.Length)
+	rc, err := t.GetRange(ctx, repository.PackName(it.pack), it.entry.Offset, it.entry.Length)
 	if err != nil {
 		return pack.ItemMeta{}, 0, err
 	}

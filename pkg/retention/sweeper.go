@@ -30,8 +30,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/custos-dev/custos/pkg/catalog"
-	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/policy"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/target"
 )
@@ -228,7 +228,7 @@ func (s *Sweeper) delete(ctx context.Context, d *Decision) {
 	slices.Sort(names)
 	var gone []string // targets the pack object is no longer in
 	for _, n := range names {
-		err := s.targets[n].Delete(ctx, pack.ObjectName(id))
+		err := s.targets[n].Delete(ctx, repository.PackName(id))
 		switch {
 		case err == nil || errors.Is(err, target.ErrNotFound):
 			gone = append(gone, n)
@@ -240,7 +240,7 @@ func (s *Sweeper) delete(ctx context.Context, d *Decision) {
 	}
 	var cleared []string // targets holding neither object
 	for _, n := range gone {
-		err := s.targets[n].Delete(ctx, pack.ManifestName(id))
+		err := s.targets[n].Delete(ctx, repository.ManifestName(id))
 		switch {
 		case err == nil || errors.Is(err, target.ErrNotFound):
 			cleared = append(cleared, n)

@@ -22,6 +22,7 @@ import (
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/replica"
+	"github.com/custos-dev/custos/pkg/repository"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 
@@ -130,7 +131,7 @@ func (c *hashCounter) Write(p []byte) (int, error) {
 // adopt finds the copy of a large item that a target already holds, authenticates it, and
 // writes that copy everywhere.
 func (w *Worker) adopt(ctx context.Context, dek []byte, pseudo, class string, hold bool, m pack.Manifest) error {
-	name := pack.ObjectName(m.Pack)
+	name := repository.PackName(m.Pack)
 	for _, t := range w.classTargets(class) {
 		info, err := t.Stat(ctx, name)
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
-	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -15,6 +14,7 @@ import (
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/replica"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -109,7 +109,7 @@ func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.
 	cl := w.cfg.Classes[class]
 	targets := w.classTargets(class)
 	opts := w.putOptions(class, hold)
-	packObj := repair.Object{Name: pack.ObjectName(m.Pack), Size: m.Size, SHA256: hex.EncodeToString(sum[:])}
+	packObj := repair.Object{Name: repository.PackName(m.Pack), Size: m.Size, SHA256: hex.EncodeToString(sum[:])}
 	held, reasons, err := w.replicate(ctx, "write pack", cl.minReplicas(), targets, packObj, src, opts)
 	if err != nil {
 		return err
@@ -128,7 +128,7 @@ func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.
 		return err
 	}
 	manSum := sha(sealed)
-	manObj := repair.Object{Name: pack.ManifestName(m.Pack), Size: int64(len(sealed)), SHA256: hex.EncodeToString(manSum[:])}
+	manObj := repair.Object{Name: repository.ManifestName(m.Pack), Size: int64(len(sealed)), SHA256: hex.EncodeToString(manSum[:])}
 	// The manifest goes only where the pack is: a manifest must never name a pack its target lacks.
 	held, manReasons, err := w.replicate(ctx, "write manifest", cl.minReplicas(), held, manObj, replica.BytesSource(sealed), opts)
 	if err != nil {
@@ -139,7 +139,9 @@ func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.
 	for i, t := range held {
 		names[i] = t.Name()
 	}
-	if err := w.recordMissing(ctx, m, class, targets, names, reasons, opts, packObj, manObj); err != nil {
+	// Recorded before the index names the pack: no acknowledged pack is ever short of replicas
+	// without a record saying so.
+	if err := w.queueMissing(ctx, m.Pack, class, targets, held, reasons, opts, packObj, manObj); err != nil {
 		return err
 	}
 	ictx, span := w.tracer.Start(ctx, "index")
@@ -168,31 +170,6 @@ func (w *Worker) putOptions(class string, hold bool) target.PutOptions {
 		opts.RetainUntil = w.cfg.Clock().Add(r)
 	}
 	return opts
-}
-
-// recordMissing queues a repair for every target of the class that does not hold the pack and
-// its manifest. It runs before the index names the pack, so no acknowledged pack is ever short of
-// replicas without a record saying so.
-func (w *Worker) recordMissing(ctx context.Context, m pack.Manifest, class string, all []target.Target, held []string, reasons map[string]string, opts target.PutOptions, objs ...repair.Object) error {
-	if len(held) == len(all) {
-		return nil
-	}
-	if w.deps.Repairs == nil {
-		return fmt.Errorf("pack %s is missing from %d targets and no repair queue is configured", m.Pack, len(all)-len(held))
-	}
-	for _, t := range all {
-		if slices.Contains(held, t.Name()) {
-			continue
-		}
-		miss := repair.Missing{Pack: m.Pack, Class: class, Target: t.Name(), Objects: objs, From: held,
-			Since: w.cfg.Clock().UTC(), Reason: reasons[t.Name()], RetainUntil: opts.RetainUntil, LegalHold: opts.LegalHold}
-		if err := w.deps.Repairs.Add(ctx, miss); err != nil {
-			return err
-		}
-		w.count(func(s *Stats) { s.ReplicasMissed++ })
-		w.log.Warn("replica missed; queued for repair", "pack", m.Pack, "target", t.Name(), "err", reasons[t.Name()])
-	}
-	return nil
 }
 
 // replicate writes one object to targets in parallel, one span per target write, and returns

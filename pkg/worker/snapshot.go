@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +22,7 @@ import (
 	"github.com/custos-dev/custos/pkg/periodic"
 	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/replica"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/source"
 	"github.com/custos-dev/custos/pkg/telemetry"
@@ -552,12 +554,17 @@ func (r *taskRun) writeManifest(ctx context.Context) error {
 		return err
 	}
 	sum := sha(sealed)
-	name := snapshot.ManifestName(j.ID, r.task)
+	name := repository.TaskManifestName(j.ID, r.task)
 	cl := w.cfg.Classes[j.Class]
 	obj := snapshot.Object{Name: name, Size: int64(len(sealed)), SHA256: hex.EncodeToString(sum[:])}
-	held, _, err := w.replicate(ctx, "write task manifest", cl.minReplicas(), w.classTargets(j.Class),
-		repairObject(obj), replica.BytesSource(sealed), w.putOptions(j.Class, j.Hold))
+	targets, opts := w.classTargets(j.Class), w.putOptions(j.Class, j.Hold)
+	held, reasons, err := w.replicate(ctx, "write task manifest", cl.minReplicas(), targets,
+		repairObject(obj), replica.BytesSource(sealed), opts)
 	if err != nil {
+		return err
+	}
+	// A target that missed the manifest gets it from the repairer, like a missed pack.
+	if err := w.queueMissing(ctx, "task."+j.ID+"."+strconv.Itoa(r.task), j.Class, targets, held, reasons, opts, repairObject(obj)); err != nil {
 		return err
 	}
 	for _, t := range held {

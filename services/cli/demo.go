@@ -27,9 +27,9 @@ import (
 	"github.com/custos-dev/custos/pkg/devstack"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/keys"
-	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/producer"
 	"github.com/custos-dev/custos/pkg/replica"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/restore"
 	"github.com/custos-dev/custos/pkg/target"
 	"github.com/custos-dev/custos/pkg/worker"
@@ -490,11 +490,11 @@ func verifyEveryReplica(ctx context.Context, targets []target.Target, packs []ca
 			return fmt.Errorf("pack %s: bad checksum in the index", pk.Pack)
 		}
 		for _, t := range targets {
-			ok, err := replica.Verify(ctx, t, pack.ObjectName(pk.Pack), pk.Size, [32]byte(sum))
+			ok, err := replica.Verify(ctx, t, repository.PackName(pk.Pack), pk.Size, [32]byte(sum))
 			if err != nil || !ok {
 				return fmt.Errorf("pack %s in %s: verified %v: %v", pk.Pack, t.Name(), ok, err)
 			}
-			if _, err := t.Stat(ctx, pack.ManifestName(pk.Pack)); err != nil {
+			if _, err := t.Stat(ctx, repository.ManifestName(pk.Pack)); err != nil {
 				return fmt.Errorf("manifest of pack %s in %s: %w", pk.Pack, t.Name(), err)
 			}
 		}
