@@ -69,6 +69,11 @@ func run() error {
 		return err
 	}
 	defer parts.Close()
+	// A worker with another key file would write backups no restore with the right one can
+	// find: refuse to start.
+	if err := parts.Repository().CheckKey(ctx); err != nil {
+		return err
+	}
 
 	classes := map[string]worker.Class{}
 	for n, c := range cfg.Classes {
