@@ -16,7 +16,7 @@ for p in $(go list ./pkg/target/...); do
   check "$p" "^$mod/pkg/(catalog|worker|restore|keys)" "targets never import catalog, keys or worker"
 done
 # The repository (the on-target format) sits below every pipeline that uses it.
-check ./pkg/repository "^$mod/pkg/(worker|restore|retention|repair|config|schedule|scrub)$" "the repository never imports the pipelines that use it"
+check ./pkg/repository "^$mod/pkg/(worker|restore|retention|config|schedule|scrub)$" "the repository never imports the pipelines that use it"
 for s in worker cli scheduler; do
   check ./services/$s/... "^$mod/services/($(echo worker cli scheduler | tr ' ' '\n' | grep -v "^$s$" | paste -sd'|'))" "a service never imports another"
 done

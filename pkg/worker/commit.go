@@ -2,9 +2,7 @@ package worker
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
-	"maps"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -12,9 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/custos-dev/custos/pkg/pack"
-	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/replica"
-	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -101,52 +97,11 @@ func (w *Worker) commit(b *batch) {
 	}
 }
 
-// writePack writes the pack, then its manifest, then records the targets that missed them for
-// repair, then the index entries, then marks the intent done. It returns nil only when the class's
-// minimum number of targets holds both the pack and the manifest. With hold, every object is
-// written under legal hold.
+// writePack writes the pack through the repository (pack, manifest, repair records, index),
+// then marks the intent done. It returns nil only when the class's minimum number of targets
+// holds both the pack and the manifest. With hold, every object is written under legal hold.
 func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.Manifest, sum [32]byte, src replica.Source) error {
-	cl := w.cfg.Classes[class]
-	targets := w.classTargets(class)
-	opts := w.putOptions(class, hold)
-	packObj := repair.Object{Name: repository.PackName(m.Pack), Size: m.Size, SHA256: hex.EncodeToString(sum[:])}
-	held, reasons, err := w.replicate(ctx, "write pack", cl.minReplicas(), targets, packObj, src, opts)
-	if err != nil {
-		return err
-	}
-	// Every target that holds the manifest must be able to open the pack with the KEK alone.
-	m.Keys = make(map[string]pack.WrappedKey)
-	for _, c := range m.Customers() {
-		env, err := w.deps.Keys.Envelope(ctx, c)
-		if err != nil {
-			return fmt.Errorf("data key of %s: %w", c, err)
-		}
-		m.Keys[c] = pack.WrappedKey{KEK: env.KEK, DEK: env.DEK}
-	}
-	sealed, err := w.sealer.Manifest(m)
-	if err != nil {
-		return err
-	}
-	manSum := sha(sealed)
-	manObj := repair.Object{Name: repository.ManifestName(m.Pack), Size: int64(len(sealed)), SHA256: hex.EncodeToString(manSum[:])}
-	// The manifest goes only where the pack is: a manifest must never name a pack its target lacks.
-	held, manReasons, err := w.replicate(ctx, "write manifest", cl.minReplicas(), held, manObj, replica.BytesSource(sealed), opts)
-	if err != nil {
-		return err
-	}
-	maps.Copy(reasons, manReasons)
-	names := make([]string, len(held))
-	for i, t := range held {
-		names[i] = t.Name()
-	}
-	// Recorded before the index names the pack: no acknowledged pack is ever short of replicas
-	// without a record saying so.
-	if err := w.queueMissing(ctx, m.Pack, class, targets, held, reasons, opts, packObj, manObj); err != nil {
-		return err
-	}
-	ictx, span := w.tracer.Start(ctx, "index")
-	err = w.deps.Index.Commit(ictx, m, names, w.cfg.Clock())
-	span.End()
+	wr, err := w.repo.WritePack(ctx, w.placement(class, hold), m, sum, src)
 	if err != nil {
 		return err
 	}
@@ -159,6 +114,7 @@ func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.
 	w.count(func(s *Stats) {
 		s.Packs++
 		s.Bytes += m.Size
+		s.ReplicasMissed += int64(wr.Missed)
 	})
 	return nil
 }
@@ -170,31 +126,6 @@ func (w *Worker) putOptions(class string, hold bool) target.PutOptions {
 		opts.RetainUntil = w.cfg.Clock().Add(r)
 	}
 	return opts
-}
-
-// replicate writes one object to targets in parallel, one span per target write, and returns
-// the targets that hold it with the errors of the others. It fails when fewer than min do.
-func (w *Worker) replicate(ctx context.Context, what string, need int, targets []target.Target, o repair.Object, src replica.Source, opts target.PutOptions) ([]target.Target, map[string]string, error) {
-	ctx, span := w.tracer.Start(ctx, what, trace.WithAttributes(attribute.String("custos.object", o.Name)))
-	defer span.End()
-	sum, _ := hex.DecodeString(o.SHA256)
-	res := replica.WriteQuorum(ctx, w.tracer, targets, o.Name, o.Size, [32]byte(sum), src, opts,
-		replica.Quorum{Min: need, Grace: w.cfg.ReplicaGrace})
-	held := make([]target.Target, 0, len(targets))
-	reasons := map[string]string{}
-	for i, r := range res {
-		if r.Err == nil {
-			held = append(held, targets[i])
-		} else {
-			reasons[r.Target] = r.Err.Error()
-		}
-	}
-	if len(held) < need {
-		err := fmt.Errorf("%s: durable in %d of %d targets, %d required: %w", what, len(held), len(targets), need, replica.Err(res))
-		span.RecordError(err)
-		return nil, nil, err
-	}
-	return held, reasons, nil
 }
 
 func (w *Worker) failBatch(b *batch, span trace.Span, err error) {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,9 +19,7 @@ import (
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/periodic"
-	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/replica"
-	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/source"
 	"github.com/custos-dev/custos/pkg/telemetry"
@@ -158,10 +155,6 @@ func (w *Worker) plan(h *heldMsg, meta *custosv1.Meta, trigger string, method so
 			"base", j.Base, "partial", j.Partial)
 	}
 	return store.Publish(ctx, stored)
-}
-
-func repairObject(o snapshot.Object) repair.Object {
-	return repair.Object{Name: o.Name, Size: o.Size, SHA256: o.SHA256}
 }
 
 // taskLoop takes tasks from the shared queue one at a time while the worker runs.
@@ -549,27 +542,13 @@ func (r *taskRun) flush(ctx context.Context) error {
 // and then records the task's result: only then is the task durable.
 func (r *taskRun) writeManifest(ctx context.Context) error {
 	w, j := r.w, r.job
-	sealed, err := w.sealer.TaskManifest(r.man)
+	// A target that missed the manifest is queued for repair, like a missed pack.
+	obj, wr, err := w.repo.WriteTaskManifest(ctx, w.placement(j.Class, j.Hold), r.man)
 	if err != nil {
 		return err
 	}
-	sum := sha(sealed)
-	name := repository.TaskManifestName(j.ID, r.task)
-	cl := w.cfg.Classes[j.Class]
-	obj := snapshot.Object{Name: name, Size: int64(len(sealed)), SHA256: hex.EncodeToString(sum[:])}
-	targets, opts := w.classTargets(j.Class), w.putOptions(j.Class, j.Hold)
-	held, reasons, err := w.replicate(ctx, "write task manifest", cl.minReplicas(), targets,
-		repairObject(obj), replica.BytesSource(sealed), opts)
-	if err != nil {
-		return err
-	}
-	// A target that missed the manifest gets it from the repairer, like a missed pack.
-	if err := w.queueMissing(ctx, "task."+j.ID+"."+strconv.Itoa(r.task), j.Class, targets, held, reasons, opts, repairObject(obj)); err != nil {
-		return err
-	}
-	for _, t := range held {
-		r.res.Targets = append(r.res.Targets, t.Name())
-	}
+	w.count(func(s *Stats) { s.ReplicasMissed += int64(wr.Missed) })
+	r.res.Targets = append(r.res.Targets, wr.Targets...)
 	r.res.Manifest = obj
 	for id := range r.packs {
 		r.res.Packs = append(r.res.Packs, id)

@@ -77,7 +77,7 @@ type Worker struct {
 	limits     event.Limits
 	events     jetstream.Stream
 	intents    *intentTable
-	sealer     *repository.Sealer // seals catalog objects under the catalog key
+	repo       *repository.Writer // writes the record to the targets, in order
 	audit      *audit.Log
 	alerts     metric.Int64Counter
 	commitLoop *periodic.Loop
@@ -158,7 +158,12 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.codec = codec
-	if w.sealer, err = repository.NewSealer(ctx, w.deps.Keys, w.deps.Pseudonyms.Fingerprint()); err != nil {
+	rc := repository.WriterConfig{Keys: w.deps.Keys, Fingerprint: w.deps.Pseudonyms.Fingerprint(), Index: w.deps.Index,
+		Grace: w.cfg.ReplicaGrace, Tracer: w.tracer, Clock: w.cfg.Clock, Logger: w.log}
+	if w.deps.Repairs != nil { // a nil *repair.Queue must stay a nil interface
+		rc.Repairs = w.deps.Repairs
+	}
+	if w.repo, err = repository.NewWriter(ctx, rc); err != nil {
 		return err
 	}
 	if err := EnsureStreams(ctx, w.deps.JS); err != nil {
