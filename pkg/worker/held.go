@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,8 +14,8 @@ import (
 // heldMsg is one event the worker holds: received, not yet acknowledged, naked or dead-lettered.
 // Exactly one of ack, nak or term settles it; later calls do nothing.
 type heldMsg struct {
+	lease
 	w         *Worker
-	msg       jetstream.Msg
 	seq       uint64
 	delivered uint64
 	received  time.Time
@@ -26,15 +25,10 @@ type heldMsg struct {
 	audit *audit.Entry
 	// snapshot is the id of the snapshot job the event planned, for its audit entry.
 	snapshot string
-
-	mu      sync.Mutex
-	settled bool
-	pending int // items of this event not yet durable
-	failed  error
 }
 
 func (w *Worker) hold(msg jetstream.Msg) *heldMsg {
-	h := &heldMsg{w: w, msg: msg, received: w.cfg.Clock()}
+	h := &heldMsg{lease: lease{msg: msg}, w: w, received: w.cfg.Clock()}
 	if md, err := msg.Metadata(); err == nil {
 		h.seq, h.delivered = md.Sequence.Stream, md.NumDelivered
 	}
@@ -46,14 +40,11 @@ func (w *Worker) hold(msg jetstream.Msg) *heldMsg {
 
 // settle runs f once and releases the event's in-flight slot.
 func (h *heldMsg) settle(f func() error, outcome string, err error) {
-	h.mu.Lock()
-	if h.settled {
-		h.mu.Unlock()
+	ran, ferr := h.lease.settle(f)
+	if !ran {
 		return
 	}
-	h.settled = true
-	h.mu.Unlock()
-	if ferr := f(); ferr != nil {
+	if ferr != nil {
 		h.w.log.Warn("settle event", "outcome", outcome, "seq", h.seq, "err", ferr)
 	}
 	w := h.w
@@ -91,15 +82,6 @@ func (h *heldMsg) term(reason error) {
 	h.settle(func() error { return h.msg.TermWithReason(reason.Error()) }, "term", reason)
 }
 
-func (h *heldMsg) inProgress() {
-	h.mu.Lock()
-	settled := h.settled
-	h.mu.Unlock()
-	if !settled {
-		_ = h.msg.InProgress()
-	}
-}
-
 // retryLater naks with a backoff that grows with deliveries, or dead-letters the event once it
 // has had MaxDeliver deliveries.
 func (h *heldMsg) retryLater(err error) {
@@ -111,7 +93,7 @@ func (h *heldMsg) retryLater(err error) {
 		w.deadLetter(h, "gave up after "+itoa(h.delivered)+" deliveries: "+err.Error())
 		return
 	}
-	delay := time.Duration(1<<min(h.delivered, 6)) * 250 * time.Millisecond
+	delay := retryDelay(h.delivered)
 	w.log.Warn("event will be retried", "seq", h.seq, "delivery", h.delivered, "delay", delay, "err", err)
 	if h.span != nil {
 		h.span.RecordError(err)

@@ -195,56 +195,44 @@ func (w *Worker) runTaskMsg(msg jetstream.Msg) {
 		return
 	}
 	md, _ := msg.Metadata()
+	var delivered uint64
+	if md != nil {
+		delivered = md.NumDelivered
+	}
 	// Read the headers before the heartbeat goroutine touches the message.
 	ctx, cancel := context.WithCancel(telemetry.Extract(w.workCtx, msg.Headers()))
 	defer cancel()
-	hb := make(chan struct{})
-	go func() {
-		defer close(hb)
-		tick := time.NewTicker(w.cfg.AckWait / 3)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				_ = msg.InProgress()
-			}
-		}
-	}()
+	l := &lease{msg: msg}
+	stop := keepAlive(ctx, l, w.cfg.AckWait/3)
 	err := w.runTask(ctx, t)
-	cancel()
-	<-hb
+	stop()
+	settle := func(outcome string, f func() error) {
+		if _, err := l.settle(f); err != nil {
+			w.log.Warn("settle task", "outcome", outcome, "snapshot", t.Job, "task", t.Task, "err", err)
+		}
+	}
 	switch {
 	case err == nil:
-		_ = msg.Ack()
+		settle("ack", msg.Ack)
 		w.tryCommit(t.Job)
 	case w.workCtx.Err() != nil:
-		_ = msg.Nak() // stopping: another worker takes it now
-	case md != nil && md.NumDelivered >= uint64(w.cfg.MaxDeliver) || errors.Is(err, source.ErrPermanent):
+		settle("nak", msg.Nak) // stopping: another worker takes it now
+	case delivered >= uint64(w.cfg.MaxDeliver) || errors.Is(err, source.ErrPermanent):
 		reason := fmt.Sprintf("task %d failed: %v", t.Task, err)
 		w.log.Error("snapshot job failed", "snapshot", t.Job, "task", t.Task, "err", err)
 		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		ferr := w.deps.Snapshots.Fail(fctx, t.Job, reason)
 		fcancel()
 		if ferr != nil {
-			_ = msg.NakWithDelay(w.retryDelay(md))
+			settle("nak", func() error { return msg.NakWithDelay(retryDelay(delivered)) })
 			return
 		}
 		w.count(func(s *Stats) { s.SnapshotsFailed++ })
-		_ = msg.Term()
+		settle("term", msg.Term)
 	default:
 		w.log.Warn("snapshot task failed; will retry", "snapshot", t.Job, "task", t.Task, "err", err)
-		_ = msg.NakWithDelay(w.retryDelay(md))
+		settle("nak", func() error { return msg.NakWithDelay(retryDelay(delivered)) })
 	}
-}
-
-func (w *Worker) retryDelay(md *jetstream.MsgMetadata) time.Duration {
-	n := uint64(1)
-	if md != nil {
-		n = max(md.NumDelivered, 1)
-	}
-	return min(time.Duration(n)*time.Second, 30*time.Second)
 }
 
 // tryCommit commits a job if all its tasks are durable; otherwise it leaves it to the worker
