@@ -91,6 +91,9 @@ type Report struct {
 	// Recovered names customers whose data key was missing from the key store and was read
 	// from the targets.
 	Recovered []string
+	// Unindexed names packs the targets hold but the index does not (restored all the same):
+	// run custos catalog rebuild.
+	Unindexed []string
 }
 
 // OK reports whether everything asked for was restored and verified.
@@ -133,10 +136,28 @@ func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {
 	}
 	var items []located
 	var rep Report
+	// The targets are the record: a pack whose index entry was lost is restored all the same,
+	// and named, so that the index can be rebuilt.
+	ids := make([]string, 0, len(packs))
+	indexed := make(map[string]bool, len(packs))
 	for _, p := range packs {
-		m, err := r.repo().Manifest(ctx, p.Pack)
+		ids = append(ids, p.Pack)
+		indexed[p.Pack] = true
+	}
+	stored, err := r.repo().PackIDs(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	for _, id := range stored {
+		if !indexed[id] {
+			ids = append(ids, id)
+			rep.Unindexed = append(rep.Unindexed, id)
+		}
+	}
+	for _, id := range ids {
+		m, err := r.repo().Manifest(ctx, id)
 		if err != nil {
-			rep.Failures = append(rep.Failures, fmt.Sprintf("manifest %s: %v", p.Pack, err))
+			rep.Failures = append(rep.Failures, fmt.Sprintf("manifest %s: %v", id, err))
 			continue
 		}
 		for _, e := range m.Items {
@@ -145,6 +166,7 @@ func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {
 	}
 	sub, err := r.restore(ctx, items, opts)
 	sub.Failures = append(rep.Failures, sub.Failures...)
+	sub.Unindexed = rep.Unindexed
 	return sub, err
 }
 

@@ -191,6 +191,9 @@ func printRestore(rep restore.Report) {
 	for _, s := range rep.Skipped {
 		fmt.Fprintln(os.Stderr, "SKIPPED:", s)
 	}
+	if len(rep.Unindexed) > 0 {
+		fmt.Fprintf(os.Stderr, "WARNING: %d packs in the targets are missing from the index (restored all the same); run custos catalog rebuild\n", len(rep.Unindexed))
+	}
 	for _, c := range rep.Recovered {
 		fmt.Fprintf(os.Stderr, "WARNING: data key of %s was missing from the key store; read from the targets\n", c)
 	}
