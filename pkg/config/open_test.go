@@ -97,10 +97,8 @@ classes: {critical: {targets: [primary, narrow]}}
 
 func TestOpenTargetsError(t *testing.T) {
 	t.Parallel()
-	c, dir := load(t, "nats: {url: u}\nkeys: {file: k}\ntargets: [{name: a, kind: fs, path: taken}]\nclasses: {c: {targets: [a]}}\n")
-	if err := os.WriteFile(filepath.Join(dir, "taken"), nil, 0o600); err != nil { // a file where the root should be
-		t.Fatal(err)
-	}
+	// A configuration error fails at once; an unreachable target does not (TestOpenTargetsUnreachable).
+	c, _ := load(t, "nats: {url: u}\nkeys: {file: k}\ntargets: [{name: a, kind: s3, endpoint: 'http://127.0.0.1:1', bucket: b, lock_mode: forever}]\nclasses: {c: {targets: [a]}}\n")
 	if ts, err := c.OpenTargets(t.Context()); err == nil || !strings.Contains(err.Error(), "target a") {
 		closeAll(t, ts)
 		t.Fatalf("OpenTargets = %v, want an error naming target a", err)
@@ -154,7 +152,7 @@ func TestOpenErrors(t *testing.T) {
 		{"key file missing", fmt.Sprintf("nats: {url: %q}\nkeys: {file: keys/missing.key}\n", ns.URL) + rest, fs.ErrNotExist, ""},
 		{"credentials missing", fmt.Sprintf("nats: {url: %q, creds_file: nats.creds}\nkeys: {file: k, create: true}\n", ns.URL) + rest, nil, "{dir}/nats.creds"},
 		{"target cannot be opened", fmt.Sprintf("nats: {url: %q}\nkeys: {file: k, create: true}\n", ns.URL) +
-			"targets: [{name: a, kind: fs, path: /dev/null/a}]\nclasses: {critical: {targets: [a]}}\n", nil, "target a"},
+			"targets: [{name: a, kind: s3, endpoint: 'http://127.0.0.1:1', bucket: b, lock_mode: forever}]\nclasses: {critical: {targets: [a]}}\n", nil, "target a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

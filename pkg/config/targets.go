@@ -9,12 +9,19 @@ import (
 	"github.com/custos-dev/custos/pkg/target/azure"
 	"github.com/custos-dev/custos/pkg/target/fs"
 	"github.com/custos-dev/custos/pkg/target/gcs"
+	"github.com/custos-dev/custos/pkg/target/lazy"
 	"github.com/custos-dev/custos/pkg/target/s3"
 	"github.com/custos-dev/custos/pkg/target/stack"
 )
 
 // OpenTargets builds every configured target and wraps each with retry, concurrency limits,
 // metrics and tracing. This is the one place where those wrappers are composed.
+//
+// A target that cannot be reached now (a filesystem path that cannot be created, a network
+// error) does not fail OpenTargets: its provider is built on first use by a lazy target
+// (pkg/target/lazy), whose operations fail with lazy.ErrUnavailable until then, so a worker
+// starts and the CLI works while a target is down. Configuration errors still fail at once.
+// CheckReachable says whether the classes can still be written.
 func (c *Config) OpenTargets(ctx context.Context) ([]target.Target, error) {
 	out := make([]target.Target, 0, len(c.Targets))
 	fail := func(err error) ([]target.Target, error) {
@@ -24,7 +31,9 @@ func (c *Config) OpenTargets(ctx context.Context) ([]target.Target, error) {
 		return nil, err
 	}
 	for _, tc := range c.Targets {
-		t, err := c.openProvider(ctx, tc)
+		t, err := lazy.New(ctx, tc.Kind, tc.Kind+":"+tc.Name, func(ctx context.Context) (target.Target, error) {
+			return c.openProvider(ctx, tc)
+		})
 		if err != nil {
 			return fail(fmt.Errorf("target %s: %w", tc.Name, err))
 		}
@@ -37,7 +46,7 @@ func (c *Config) OpenTargets(ctx context.Context) ([]target.Target, error) {
 	return out, nil
 }
 
-// openProvider builds the bare provider of one target.
+// openProvider builds the bare provider of one target; ctx bounds this call only.
 func (c *Config) openProvider(ctx context.Context, tc Target) (target.Target, error) {
 	switch tc.Kind {
 	case "fs":

@@ -8,10 +8,15 @@
 //     gets no more concurrent work than a healthy one, and waiting callers queue (backpressure).
 //   - retry is innermost, next to the provider, so that it sees the provider's classified
 //     errors and rewinds the reader right before each attempt.
+//
+// A provider that could not be built at open because its storage was unreachable is a
+// pkg/target/lazy target, which Build wraps like any provider (pkg/config composes both).
 package stack
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -45,8 +50,33 @@ type Config struct {
 	RetryOptions []retry.Option
 }
 
+var _ target.Target = (*Target)(nil)
+
+// Target is a composed stack. It reaches the target it was built on for what only a provider
+// offers: Unwrap returns it, CleanTemp forwards to it.
+type Target struct {
+	target.Target // observe(limit(retry(inner)))
+	inner         target.Target
+}
+
+// Unwrap returns the target Build wrapped.
+func (t *Target) Unwrap() target.Target { return t.inner }
+
+// CleanTemp forwards to the wrapped target's CleanTemp (the fs provider's staging cleanup, or
+// a lazy target's forward of it); it fails with errors.ErrUnsupported when there is none. It
+// bypasses retry, limits and metrics: it is maintenance, not an operation on objects.
+func (t *Target) CleanTemp(olderThan time.Duration) (int, error) {
+	c, ok := t.inner.(interface {
+		CleanTemp(time.Duration) (int, error)
+	})
+	if !ok {
+		return 0, fmt.Errorf("clean temp on %s: %w", t.Name(), errors.ErrUnsupported)
+	}
+	return c.CleanTemp(olderThan)
+}
+
 // Build wraps t as observe(limit(retry(t))).
-func Build(t target.Target, cfg Config) target.Target {
+func Build(t target.Target, cfg Config) *Target {
 	opts := []retry.Option{retry.OnRetry(spanEvent)}
 	if cfg.MaxAttempts > 0 {
 		opts = append(opts, retry.MaxAttempts(cfg.MaxAttempts))
@@ -76,7 +106,7 @@ func Build(t target.Target, cfg Config) target.Target {
 	if cfg.MeterProvider != nil {
 		obs = append(obs, observe.WithMeterProvider(cfg.MeterProvider))
 	}
-	return observe.New(limit.New(retry.New(t, opts...), cfg.MaxPuts, cfg.MaxGets), obs...)
+	return &Target{Target: observe.New(limit.New(retry.New(t, opts...), cfg.MaxPuts, cfg.MaxGets), obs...), inner: t}
 }
 
 // spanEvent marks a retry on the operation's span, which observe started in ctx.
