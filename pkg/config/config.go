@@ -103,6 +103,35 @@ type Worker struct {
 	MaxRecordBytes  int64         `yaml:"max_record_bytes"`
 	TaskConcurrency int           `yaml:"task_concurrency"`
 	CommitInterval  time.Duration `yaml:"commit_interval"`
+	// ScrubInterval is how often the worker's scrub downloads a slice of the packs, checks them
+	// as custos verify --read-data does, and repairs what it finds (docs/design.md section 11);
+	// ScrubRate bounds what it reads, in bytes per second. Unset: every DefaultScrubInterval at
+	// DefaultScrubRate; 0s turns the scrub off. See ScrubEvery and ScrubBytesPerSecond.
+	ScrubInterval *time.Duration `yaml:"scrub_interval"`
+	ScrubRate     int64          `yaml:"scrub_rate"`
+}
+
+// Scrub defaults.
+const (
+	DefaultScrubInterval = time.Hour
+	DefaultScrubRate     = 8 << 20 // bytes per second
+)
+
+// ScrubEvery is the scrub's interval: DefaultScrubInterval when unset, 0 (off) when set to zero
+// or less.
+func (w Worker) ScrubEvery() time.Duration {
+	if w.ScrubInterval == nil {
+		return DefaultScrubInterval
+	}
+	return max(*w.ScrubInterval, 0)
+}
+
+// ScrubBytesPerSecond is the scrub's read rate: ScrubRate, or DefaultScrubRate when unset.
+func (w Worker) ScrubBytesPerSecond() int64 {
+	if w.ScrubRate <= 0 {
+		return DefaultScrubRate
+	}
+	return w.ScrubRate
 }
 
 // Telemetry selects the trace exporter: otlp-grpc, otlp-http, stdout or none.

@@ -34,4 +34,3 @@ func (r *Reader) PackIDs(ctx context.Context) ([]string, error) {
 	}
 	return sortedKeys(seen), nil
 }
-

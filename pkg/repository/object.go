@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -159,6 +160,9 @@ func (o *Opener) KMS() keys.KMS { return o.kms }
 
 // open checks the header and returns the catalog key, its envelope and the body.
 func (o *Opener) open(ctx context.Context, b []byte) ([]byte, keys.Envelope, []byte, error) {
+	if o.kms == nil {
+		return nil, keys.Envelope{}, nil, errors.New("repository: no KMS to open catalog objects with")
+	}
 	h, body, err := Decode(b)
 	if err != nil {
 		return nil, keys.Envelope{}, nil, err

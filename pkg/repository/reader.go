@@ -47,6 +47,22 @@ func (r *Reader) Skipped() []Bad {
 	return append([]Bad(nil), r.bad...)
 }
 
+// isKeyError reports whether err says the reader's key file is not the one the object was
+// written with: another pseudonym key, or another KEK.
+func isKeyError(err error) bool {
+	return errors.Is(err, ErrKeyMismatch) || errors.Is(err, keys.ErrUnwrap)
+}
+
+// TakeSkipped returns the replicas passed over since the last call and forgets them, so that one
+// report never repeats another's.
+func (r *Reader) TakeSkipped() []Bad {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.bad
+	r.bad = nil
+	return out
+}
+
 // Skip records a replica passed over by a caller that reads items itself (restore).
 func (r *Reader) Skip(t, obj string, err error) { r.skip(t, obj, err) }
 
@@ -78,6 +94,7 @@ func ReadAll(ctx context.Context, t target.Reader, name string, limit int64) ([]
 func first[T any](ctx context.Context, r *Reader, name string, open func([]byte) (T, error)) (T, error) {
 	var zero T
 	var errs []error
+	var keyErr error // the header is not authenticated: one copy's mismatch is not the verdict
 	for _, t := range r.Targets {
 		b, err := ReadAll(ctx, t, name, MaxCatalogObject)
 		if err == nil {
@@ -85,12 +102,15 @@ func first[T any](ctx context.Context, r *Reader, name string, open func([]byte)
 			if v, err = open(b); err == nil {
 				return v, nil
 			}
-			if errors.Is(err, ErrKeyMismatch) {
-				return zero, err
+			if isKeyError(err) {
+				keyErr = fmt.Errorf("%s: %w", t.Name(), err)
 			}
 			r.skip(t.Name(), name, err)
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", t.Name(), err))
+	}
+	if keyErr != nil { // no copy opened, and one says the key file is not the writer's
+		return zero, fmt.Errorf("%s: %w", name, keyErr)
 	}
 	if len(errs) == 0 {
 		return zero, fmt.Errorf("%s: %w", name, ErrUnavailable)
@@ -145,6 +165,7 @@ func (r *Reader) Erased(ctx context.Context, pseudonym string) (bool, error) {
 	name := ErasureName(pseudonym)
 	answered := false
 	var errs []error
+	var keyErr error
 	for _, t := range r.Targets {
 		b, err := ReadAll(ctx, t, name, maxHeader+4096)
 		if errors.Is(err, target.ErrNotFound) {
@@ -157,13 +178,16 @@ func (r *Reader) Erased(ctx context.Context, pseudonym string) (bool, error) {
 		}
 		answered = true
 		if _, err := r.Opener.Erasure(ctx, pseudonym, b); err != nil {
-			if errors.Is(err, ErrKeyMismatch) {
-				return false, err
+			if isKeyError(err) {
+				keyErr = fmt.Errorf("%s: %w", t.Name(), err)
 			}
 			r.skip(t.Name(), name, err)
 			continue
 		}
 		return true, nil
+	}
+	if keyErr != nil {
+		return false, fmt.Errorf("erasure record of %s: %w", pseudonym, keyErr)
 	}
 	if !answered {
 		return false, fmt.Errorf("erasure record of %s: %w: %w", pseudonym, ErrUnavailable, errors.Join(errs...))
@@ -176,33 +200,44 @@ var errFound = errors.New("found")
 
 // CheckKey reads one catalog object (a pack manifest, else an erasure record) from the first
 // target that answers and checks that it was written with the reader's key file. It returns
-// ErrKeyMismatch for another key file, and nil when the targets hold no catalog object yet.
+// ErrKeyMismatch for another key file, and nil when the targets hold no catalog object yet. A
+// damaged object says nothing about the key file: the next one listed is read instead.
 func (r *Reader) CheckKey(ctx context.Context) error {
 	var errs []error
 	for _, t := range r.Targets {
 		for _, prefix := range []string{ManifestPrefix, ErasurePrefix} {
-			var name string
-			err := t.List(ctx, prefix, func(in target.Info) error { name = in.Name; return errFound })
+			var checked bool
+			var keyErr, damaged error
+			err := t.List(ctx, prefix, func(in target.Info) error {
+				b, err := ReadAll(ctx, t, in.Name, MaxCatalogObject)
+				if err != nil {
+					return err
+				}
+				if _, err := r.Opener.CatalogEnvelope(ctx, b); err != nil {
+					if errors.Is(err, ErrKeyMismatch) || errors.Is(err, keys.ErrUnwrap) {
+						keyErr = err
+						return errFound
+					}
+					damaged = fmt.Errorf("%s: %w", in.Name, err)
+					return nil
+				}
+				checked = true
+				return errFound
+			})
+			if keyErr != nil {
+				return fmt.Errorf("%s: %w", t.Name(), keyErr)
+			}
+			if checked {
+				return nil
+			}
 			if err != nil && !errors.Is(err, errFound) {
 				errs = append(errs, fmt.Errorf("%s: %w", t.Name(), err))
 				break
 			}
-			if name == "" {
-				continue
-			}
-			b, err := ReadAll(ctx, t, name, MaxCatalogObject)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", t.Name(), err))
+			if damaged != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", t.Name(), damaged))
 				break
 			}
-			if _, err := r.Opener.CatalogEnvelope(ctx, b); err != nil {
-				if errors.Is(err, ErrKeyMismatch) || errors.Is(err, keys.ErrUnwrap) {
-					return fmt.Errorf("%s: %w", t.Name(), err)
-				}
-				errs = append(errs, fmt.Errorf("%s: %s: %w", t.Name(), name, err))
-				break
-			}
-			return nil
 		}
 	}
 	if len(errs) == len(r.Targets) && len(errs) > 0 {

@@ -67,10 +67,10 @@ func Rebuild(ctx context.Context, from target.Reader, others []target.Reader, o 
 	for i, t := range all {
 		found, err := erasures(ctx, t, o)
 		if err != nil {
-			if i == 0 && !errors.Is(err, ErrKeyMismatch) {
+			if i == 0 && !isKeyError(err) {
 				return rep, fmt.Errorf("list erasures in %s: %w", t.Name(), err)
 			}
-			if errors.Is(err, ErrKeyMismatch) {
+			if isKeyError(err) {
 				return rep, err
 			}
 			rep.Unreachable = append(rep.Unreachable, t.Name())
@@ -122,7 +122,9 @@ func Rebuild(ctx context.Context, from target.Reader, others []target.Reader, o 
 	importKey := func(scope string, env keys.Envelope) error {
 		mu.Lock()
 		skip := imported[scope] || erased[scope]
-		imported[scope] = true
+		if !skip { // an erased scope is never imported, so never counted in rep.Keys
+			imported[scope] = true
+		}
 		mu.Unlock()
 		if skip {
 			return nil
@@ -143,7 +145,7 @@ func Rebuild(ctx context.Context, from target.Reader, others []target.Reader, o 
 				err := rebuildPack(ctx, reader, all, listings, id, importKey, sink)
 				mu.Lock()
 				switch {
-				case errors.Is(err, ErrKeyMismatch) || errors.Is(err, context.Canceled):
+				case isKeyError(err) || errors.Is(err, context.Canceled):
 					if firstErr == nil {
 						firstErr = err
 					}
@@ -195,7 +197,7 @@ func Rebuild(ctx context.Context, from target.Reader, others []target.Reader, o 
 			return o.SnapshotRecord(ctx, job, b)
 		})
 		if err != nil {
-			if errors.Is(err, ErrKeyMismatch) {
+			if isKeyError(err) {
 				return rep, err
 			}
 			rep.Failures = append(rep.Failures, fmt.Sprintf("snapshot %s: %v", job, err))
@@ -271,7 +273,7 @@ func erasures(ctx context.Context, t target.Reader, o *Opener) ([]string, error)
 			return nil, err
 		}
 		if _, err := o.Erasure(ctx, p, b); err != nil {
-			if errors.Is(err, ErrKeyMismatch) {
+			if isKeyError(err) {
 				return nil, err
 			}
 			continue // forged or damaged: not an erasure; another target may hold a good copy

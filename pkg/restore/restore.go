@@ -205,7 +205,7 @@ func (r *Restorer) restore(ctx context.Context, items []located, opts Options) (
 	customers := map[string]bool{}
 	records := map[string]bool{}
 	defer func() {
-		for _, b := range r.repo().Skipped() {
+		for _, b := range r.repo().TakeSkipped() {
 			rep.Skipped = append(rep.Skipped, b.String())
 		}
 	}()

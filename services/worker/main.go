@@ -13,9 +13,12 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/repair"
+	"github.com/custos-dev/custos/pkg/repository"
+	"github.com/custos-dev/custos/pkg/scrub"
 	"github.com/custos-dev/custos/pkg/telemetry"
 	"github.com/custos-dev/custos/pkg/worker"
 )
@@ -104,6 +107,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// A target may be down: start if every class still reaches min_replicas (repairs catch
+	// the others up), and remove staging files that killed writers left on fs targets.
+	if err := cfg.CheckReachable(ctx, parts.Targets, log); err != nil {
+		return err
+	}
+	staging := config.StagingCleanup{Logger: log.With("component", "staging-cleanup")}.Loop(parts.Targets)
+	if err := staging.Start(ctx); err != nil {
+		return err
+	}
+	defer staging.Stop(context.Background())
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
@@ -111,6 +124,24 @@ func run() error {
 		return err
 	}
 	defer rep.Stop(context.Background())
+	if every := wc.ScrubEvery(); every > 0 {
+		names, retain := map[string][]string{}, map[string]time.Duration{}
+		for n, c := range classes {
+			names[n], retain[n] = c.Targets, c.Retain
+		}
+		scr, err := scrub.New(scrub.Config{Interval: every, Rate: wc.ScrubBytesPerSecond(), Logger: log.With("component", "scrub"),
+			Verify: repository.VerifyConfig{Index: parts.Index, Catalog: parts.Index, Keys: parts.Keys,
+				Opener: repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()), Targets: parts.Targets,
+				Classes: repository.ClassTargets(parts.Targets, names), PutOptions: repository.RetainOptions(retain, nil),
+				SpoolDir: cfg.Path(wc.SpoolDir)}})
+		if err != nil {
+			return err
+		}
+		if err := scr.Start(ctx); err != nil {
+			return err
+		}
+		defer scr.Stop(context.Background())
+	}
 	<-ctx.Done()
 	log.Info("signal received; draining")
 	stopCtx, cancel := context.WithTimeout(context.Background(), wc.DrainTimeout+30e9)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	mrand "math/rand/v2"
 	"os"
@@ -29,7 +30,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/repository"
+	"github.com/custos-dev/custos/pkg/target"
 	"github.com/custos-dev/custos/pkg/worker"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 	"github.com/custos-dev/custos/tests/harness"
@@ -263,7 +267,112 @@ func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, 
 	if err := s.WaitSettled(ctx, 5*time.Minute); err != nil {
 		return 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	rate := float64(n) / time.Since(start).Seconds()
+	if err := verifyBench(ctx, s); err != nil {
+		return 0, fmt.Errorf("verify: %w", err)
+	}
+	if err := rebuildBench(ctx, s); err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
+	}
+	return rate, nil
+}
+
+// verifyBench runs custos verify --read-data (no repair) over what a run wrote: every replica
+// downloaded, every manifest and item authenticated. The baseline is reading the same pack
+// replicas without any check.
+func verifyBench(ctx context.Context, s *harness.Stack) error {
+	parts, cfg, err := s.Open(ctx)
+	if err != nil {
+		return err
+	}
+	defer parts.Close()
+	names := map[string][]string{}
+	for n, c := range cfg.Classes {
+		names[n] = cfg.TargetNames(c.Targets)
+	}
+	classes := repository.ClassTargets(parts.Targets, names)
+	start := time.Now()
+	rep, err := repository.Verify(ctx, repository.VerifyConfig{Index: parts.Index, Keys: parts.Keys,
+		Opener: repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()), Targets: parts.Targets,
+		Classes: classes, ReadData: true, NoRepair: true})
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	if !rep.OK() || rep.ReadPacks == 0 {
+		return fmt.Errorf("verified %d packs: %d problems, %d unrecoverable", rep.ReadPacks, len(rep.Problems), len(rep.Unrecoverable))
+	}
+	verify := float64(rep.BytesRead) / 1e6 / took.Seconds()
+
+	packs, err := parts.Index.Packs(ctx)
+	if err != nil {
+		return err
+	}
+	start = time.Now()
+	var raw int64
+	for _, p := range packs {
+		for _, t := range classes[p.Class] {
+			for _, name := range []string{repository.PackName(p.Pack), repository.ManifestName(p.Pack)} {
+				rc, err := t.Get(ctx, name)
+				if err != nil {
+					return err
+				}
+				n, err := io.Copy(io.Discard, rc)
+				rc.Close()
+				if err != nil {
+					return err
+				}
+				raw += n
+			}
+		}
+	}
+	rawRate := float64(raw) / 1e6 / time.Since(start).Seconds()
+	fmt.Fprintf(os.Stderr, "bench: verify read %d packs, %d replicas, %d bytes in %v\n", rep.ReadPacks, rep.Replicas, rep.BytesRead, took.Round(time.Millisecond))
+	bench("verify_read_data_mb_per_s", verify, "MB/s")
+	bench("raw_read_mb_per_s", rawRate, "MB/s")
+	bench("verify_vs_raw_read_ratio", verify/rawRate, "ratio")
+	return nil
+}
+
+// rebuildBench reads back the catalog a run wrote, as custos catalog rebuild --from t0 does
+// (docs/design.md section 11), into memory: the erasure records and listings of every target,
+// then every manifest of t0 read and authenticated. The time is scaled to 10,000 packs.
+func rebuildBench(ctx context.Context, s *harness.Stack) error {
+	cfg, err := config.Load(s.Config)
+	if err != nil {
+		return err
+	}
+	off, err := cfg.OpenOffline(ctx)
+	if err != nil {
+		return err
+	}
+	defer off.Close()
+	from, others, err := config.FindTarget(off.Targets, "t0")
+	if err != nil {
+		return err
+	}
+	readers := make([]target.Reader, len(others))
+	for i, t := range others {
+		readers[i] = t
+	}
+	var rep repository.RebuildReport
+	var runs []time.Duration // the median of three runs, each into an empty catalog
+	for range 3 {
+		start := time.Now()
+		rep, err = repository.Rebuild(ctx, from, readers, off.Opener(), repository.NewMemory(off.KMS), repository.RebuildOptions{})
+		runs = append(runs, time.Since(start))
+		if err != nil {
+			return err
+		}
+		if !rep.OK() || rep.Packs == 0 {
+			return fmt.Errorf("rebuilt %d packs, %d failures", rep.Packs, len(rep.Failures))
+		}
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i] < runs[j] })
+	took := runs[1]
+	fmt.Fprintf(os.Stderr, "bench: rebuild read %d manifests (%d keys) from %s in %v (median of 3)\n", rep.Packs, rep.Keys, from.Name(), took.Round(time.Millisecond))
+	bench("rebuild_seconds_per_10k_packs", took.Seconds()*10000/float64(rep.Packs), "s")
+	return nil
 }
 
 func publishN(ctx context.Context, s *harness.Stack, from, n int, payload []byte) error {
