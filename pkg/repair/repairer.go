@@ -226,22 +226,35 @@ func (r *Repairer) copyObject(ctx context.Context, dst target.Target, m Missing,
 // fetch copies an object from src into a spool file and returns its path only if its size and
 // SHA-256 match: a corrupted replica is never the source of a repair.
 func (r *Repairer) fetch(ctx context.Context, src target.Reader, o Object, sum [32]byte) (string, error) {
-	rc, err := src.Get(ctx, o.Name)
+	return FetchVerified(ctx, src, o.Name, o.Size, sum, r.cfg.SpoolDir, nil)
+}
+
+// FetchVerified copies an object from src into a new file in dir and returns the file's path,
+// but only if the object holds exactly size bytes with SHA-256 sum: otherwise it removes the
+// file and returns an error matching target.ErrChecksumMismatch (or src's error). A corrupted
+// replica is thus never the source of a repair. wrap, when set, wraps the object's reader (a
+// rate meter). The caller removes the file.
+func FetchVerified(ctx context.Context, src target.Reader, name string, size int64, sum [32]byte, dir string, wrap func(io.Reader) io.Reader) (string, error) {
+	rc, err := src.Get(ctx, name)
 	if err != nil {
 		return "", err
 	}
 	defer rc.Close()
-	f, err := os.CreateTemp(r.cfg.SpoolDir, "repair-*")
+	var body io.Reader = rc
+	if wrap != nil {
+		body = wrap(rc)
+	}
+	f, err := os.CreateTemp(dir, "fetch-*")
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), rc)
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, size+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && (n != o.Size || [32]byte(h.Sum(nil)) != sum) {
-		err = fmt.Errorf("copy of %s: %w", o.Name, target.ErrChecksumMismatch)
+	if err == nil && (n != size || [32]byte(h.Sum(nil)) != sum) {
+		err = fmt.Errorf("copy of %s from %s: %w", name, src.Name(), target.ErrChecksumMismatch)
 	}
 	if err != nil {
 		os.Remove(f.Name())

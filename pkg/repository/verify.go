@@ -23,6 +23,7 @@ import (
 	"github.com/custos-dev/custos/pkg/crypto"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -853,40 +854,7 @@ func (v *verifier) check(ctx context.Context, t target.Reader, name string, size
 // fetch copies an object into a spool file, metered, and returns its path only if it holds
 // exactly size bytes with SHA-256 sum.
 func (v *verifier) fetch(ctx context.Context, src target.Reader, name string, size int64, sum [32]byte) (string, error) {
-	return fetchVerified(ctx, src, name, size, sum, v.cfg.SpoolDir, func(r io.Reader) io.Reader { return v.meter(ctx, r) })
-}
-
-// FetchVerified copies an object from src into a new file in dir and returns the file's path,
-// but only if the object holds exactly size bytes with SHA-256 sum: otherwise it removes the
-// file and returns an error matching target.ErrChecksumMismatch (or src's error). A corrupted
-// replica is thus never the source of a repair. The caller removes the file.
-func FetchVerified(ctx context.Context, src target.Reader, name string, size int64, sum [32]byte, dir string) (string, error) {
-	return fetchVerified(ctx, src, name, size, sum, dir, func(r io.Reader) io.Reader { return r })
-}
-
-func fetchVerified(ctx context.Context, src target.Reader, name string, size int64, sum [32]byte, dir string, wrap func(io.Reader) io.Reader) (string, error) {
-	rc, err := src.Get(ctx, name)
-	if err != nil {
-		return "", err
-	}
-	defer rc.Close()
-	f, err := os.CreateTemp(dir, "verify-*")
-	if err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(wrap(rc), size+1))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && (n != size || [32]byte(h.Sum(nil)) != sum) {
-		err = fmt.Errorf("copy of %s from %s: %w", name, src.Name(), target.ErrChecksumMismatch)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
+	return repair.FetchVerified(ctx, src, name, size, sum, v.cfg.SpoolDir, func(r io.Reader) io.Reader { return v.meter(ctx, r) })
 }
 
 // readAll reads a whole object, metered.
