@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/periodic"
 	"github.com/custos-dev/custos/pkg/replica"
 	"github.com/custos-dev/custos/pkg/target"
@@ -144,7 +145,7 @@ func (r *Repairer) RunOnce(ctx context.Context) (Result, error) {
 			continue
 		}
 		// Entries that are not packs (erasure and snapshot records) have no index entry.
-		if isPackID(m.Pack) {
+		if pack.ValidID(m.Pack) {
 			if err := r.cfg.Index.AddTarget(ctx, m.Pack, m.Target); err != nil {
 				res.Pending++
 				counts[m.Target]++
@@ -261,18 +262,4 @@ func FetchVerified(ctx context.Context, src target.Reader, name string, size int
 		return "", err
 	}
 	return f.Name(), nil
-}
-
-// isPackID reports whether id is a pack id (32 lowercase hex digits) rather than the id of
-// another record the queue carries ("erasure.<pseudonym>", "snapshot.<job>").
-func isPackID(id string) bool {
-	if len(id) != 32 {
-		return false
-	}
-	for _, c := range id {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
