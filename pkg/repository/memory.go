@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -177,33 +178,44 @@ func (m *Memory) Erased() []string {
 	return sortedKeys(m.erased)
 }
 
-// KVSink feeds a rebuild into the broker's buckets.
+// KVSink feeds a rebuild into the broker's buckets. Entries the broker still holds are kept: a
+// key already stored stays, a snapshot record stays, and a pack entry keeps its commit time and
+// gains the targets the rebuild found.
 type KVSink struct {
 	Keys      *keys.KVStore
 	Index     *catalog.Index
 	Snapshots *snapshot.Store
-	Now       func() time.Time
 }
 
 var _ Sink = KVSink{}
 
 // Erase implements Sink.
-func (s KVSink) Erase(ctx context.Context, pseudonym string) error {
-	return s.Keys.Destroy(ctx, pseudonym)
-}
+func (s KVSink) Erase(ctx context.Context, pseudonym string) error { return s.Keys.Destroy(ctx, pseudonym) }
 
 // ImportKey implements Sink.
 func (s KVSink) ImportKey(ctx context.Context, scope string, e keys.Envelope) error {
 	return s.Keys.Import(ctx, scope, e)
 }
 
-// IndexPack implements Sink.
+// IndexPack implements Sink. A pack the index lacks gets no commit time (zero): RPO and
+// retention then count from its newest event, as the time of the rebuild would make every
+// backup look fresh and hide an RPO breach.
 func (s KVSink) IndexPack(ctx context.Context, m pack.Manifest, targets []string) error {
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
+	var committed time.Time
+	rec, err := s.Index.Pack(ctx, m.Pack)
+	switch {
+	case err == nil:
+		committed = rec.Committed
+		for _, t := range rec.Targets {
+			if !slices.Contains(targets, t) {
+				targets = append(targets, t)
+			}
+		}
+		sort.Strings(targets)
+	case !errors.Is(err, catalog.ErrNotFound):
+		return err
 	}
-	return s.Index.Commit(ctx, m, targets, now())
+	return s.Index.Commit(ctx, m, targets, committed)
 }
 
 // PutSnapshot implements Sink.

@@ -312,7 +312,12 @@ func TestRebuildIntoKV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := repository.KVSink{Keys: ks, Index: index, Snapshots: snaps, Now: func() time.Time { return at0 }}
+	// Pack B is still indexed, on one target only: it keeps its commit time and gains the
+	// targets the rebuild finds; the packs the index lost get no commit time.
+	if err := index.Commit(ctx, e.packs["B"], []string{"mem:b"}, at0); err != nil {
+		t.Fatal(err)
+	}
+	sink := repository.KVSink{Keys: ks, Index: index, Snapshots: snaps}
 	for range 2 { // idempotent
 		rep, err := e.rebuild(t, sink, repository.RebuildOptions{})
 		if err != nil || !rep.OK() || rep.Packs != 5 || rep.Erased != 2 {
@@ -343,6 +348,13 @@ func TestRebuildIntoKV(t *testing.T) {
 	for _, p := range packs {
 		if p.Pack == e.packs["C"].Pack && !slices.Equal(p.Targets, []string{"mem:a", "mem:c"}) {
 			t.Errorf("pack C indexed with %v", p.Targets)
+		}
+		if p.Pack == e.packs["B"].Pack {
+			if !p.Committed.Equal(at0) || !slices.Equal(p.Targets, []string{"mem:a", "mem:b"}) {
+				t.Errorf("pack B = %v on %v, want its commit time %v kept, on mem:a and mem:b", p.Committed, p.Targets, at0)
+			}
+		} else if !p.Committed.IsZero() {
+			t.Errorf("pack %s rebuilt with commit time %v, want none", p.Pack, p.Committed)
 		}
 	}
 	if head, err := snaps.Head(ctx, "critical"); err != nil || head.ID != e.s2.ID {

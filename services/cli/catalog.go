@@ -49,11 +49,7 @@ afterwards to find replicas that are missing.`,
 			if err != nil {
 				return err
 			}
-			// A rebuilt pack entry has no commit time (zero): RPO and retention then count from
-			// the pack's newest event, as for any entry without one. The time of the rebuild
-			// would make every backup look fresh and hide an RPO breach.
-			sink := repository.KVSink{Keys: parts.Keys, Index: parts.Index, Snapshots: parts.Snapshots,
-				Now: func() time.Time { return time.Time{} }}
+			sink := repository.KVSink{Keys: parts.Keys, Index: parts.Index, Snapshots: parts.Snapshots}
 			start := time.Now()
 			rep, err := repository.Rebuild(cmd.Context(), src, readerList(others),
 				repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()), sink,

@@ -228,7 +228,7 @@ func runDemo(ctx context.Context, o demoOpts) error {
 		return err
 	}
 	if !rep.OK() {
-		return fmt.Errorf("restore: %d items failed to verify: %s", len(rep.Failures), rep.Failures[0])
+		return fmt.Errorf("restore incomplete: %d failure(s), the first: %s", len(rep.Failures), rep.Failures[0])
 	}
 	verified, err := shop.verify(out)
 	if err != nil {

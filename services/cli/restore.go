@@ -85,7 +85,9 @@ stderr ("SKIPPED") and counted in the summary.`,
 			}
 			printRestore(rep)
 			if !rep.OK() {
-				return &exitError{code: 2, msg: fmt.Sprintf("%d items failed to verify", len(rep.Failures))}
+				// Failures are items, manifests, catalog objects or whole customers (a key
+				// marked destroyed with no erasure record): not only items that failed to verify.
+				return &exitError{code: 2, msg: fmt.Sprintf("restore incomplete: %d failure(s), each named in a FAILED line", len(rep.Failures))}
 			}
 			return nil
 		},
