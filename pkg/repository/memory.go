@@ -190,7 +190,9 @@ type KVSink struct {
 var _ Sink = KVSink{}
 
 // Erase implements Sink.
-func (s KVSink) Erase(ctx context.Context, pseudonym string) error { return s.Keys.Destroy(ctx, pseudonym) }
+func (s KVSink) Erase(ctx context.Context, pseudonym string) error {
+	return s.Keys.Destroy(ctx, pseudonym)
+}
 
 // ImportKey implements Sink.
 func (s KVSink) ImportKey(ctx context.Context, scope string, e keys.Envelope) error {
