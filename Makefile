@@ -43,7 +43,7 @@ test: generate-check lint emulators ## Check generated code and layers, install 
 	$(GOTEST) -race -count=1 -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 .PHONY: bench
-bench: build ## Measure throughput, latency and memory against same-run baselines (BENCH lines)
+bench: build emulators ## Measure throughput, latency and memory against same-run baselines (BENCH lines)
 	cd tests && go run ./cmd/bench -worker-bin ../$(BIN)/custos-worker
 
 .PHONY: generate
