@@ -26,8 +26,8 @@ import (
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/devstack"
-	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/restore"
 	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/source"
@@ -419,10 +419,7 @@ func checkTargets(t *testing.T, ctx context.Context, parts *config.Parts, roots 
 			t.Fatalf("target %s has no directory among %v", tg.Name(), roots)
 		}
 	}
-	catKey, err := parts.Keys.Lookup(ctx, pack.CatalogScope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	opener := repository.NewOpener(parts.KMS, parts.KMS.Fingerprint())
 	packs, err := parts.Index.Packs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -449,8 +446,8 @@ func checkTargets(t *testing.T, ctx context.Context, parts *config.Parts, roots 
 		if pk.Class != "critical" {
 			t.Errorf("pack %s of class %s: only the snapshot wrote packs", pk.Pack, pk.Class)
 		}
-		add(pack.ObjectName(pk.Pack), object{size: pk.Size, sha: pk.SHA256}, pk.Targets)
-		add(pack.ManifestName(pk.Pack), object{pack: pk}, pk.Targets)
+		add(repository.PackName(pk.Pack), object{size: pk.Size, sha: pk.SHA256}, pk.Targets)
+		add(repository.ManifestName(pk.Pack), object{pack: pk}, pk.Targets)
 	}
 	for _, r := range sn.Tasks {
 		add(r.Manifest.Name, object{size: r.Manifest.Size, sha: r.Manifest.SHA256, task: &r}, r.Targets)
@@ -476,6 +473,18 @@ func checkTargets(t *testing.T, ctx context.Context, parts *config.Parts, roots 
 			}
 			name := filepath.ToSlash(rel)
 			o, ok := expect[root][name]
+			if !ok && name == repository.SnapshotRecordName(sn.ID) {
+				// The snapshot's own record, written before the broker committed it.
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				if rec, err := opener.SnapshotRecord(ctx, sn.ID, b); err != nil || rec.ID != sn.ID || len(rec.Tasks) != len(sn.Tasks) {
+					t.Errorf("%s: snapshot record %s = %+v, %v", filepath.Base(root), name, rec.ID, err)
+				}
+				checked++
+				return nil
+			}
 			if !ok {
 				if top, _, _ := strings.Cut(name, "/"); top == "packs" || top == "manifests" || top == "snapshots" {
 					t.Errorf("%s: %s is stored under a final name but belongs to no indexed pack or task result", filepath.Base(root), name)
@@ -490,7 +499,7 @@ func checkTargets(t *testing.T, ctx context.Context, parts *config.Parts, roots 
 			checked++
 			switch {
 			case o.pack.Pack != "":
-				m, err := pack.OpenManifest(catKey, o.pack.Pack, b)
+				m, err := opener.Manifest(ctx, o.pack.Pack, b)
 				if err != nil {
 					t.Errorf("%s: %s does not open: %v", filepath.Base(root), name, err)
 					return nil
@@ -508,7 +517,7 @@ func checkTargets(t *testing.T, ctx context.Context, parts *config.Parts, roots 
 					return nil
 				}
 				if o.task != nil {
-					m, err := snapshot.OpenManifest(catKey, sn.ID, o.task.Task, b)
+					m, err := opener.TaskManifest(ctx, sn.ID, o.task.Task, b)
 					if err != nil {
 						t.Errorf("%s: %s does not open: %v", filepath.Base(root), name, err)
 						return nil
