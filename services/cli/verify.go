@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -82,9 +83,20 @@ when there was no problem or every problem was repaired, and 2 otherwise.`,
 			if err := printVerify(cmd.OutOrStdout(), cmd.ErrOrStderr(), rep); err != nil {
 				return err
 			}
-			if !rep.OK() {
-				return &exitError{code: 2, msg: fmt.Sprintf("%d problems not repaired, %d objects unrecoverable",
-					rep.Remaining(), len(rep.Unrecoverable))}
+			// The index must name every pack the targets hold: a lost entry would hide a backup
+			// from a restore of one customer.
+			lost := 0
+			if class == "" {
+				unindexed, err := repository.Reindex(cmd.Context(), parts.Repository(), parts.Index,
+					repository.KVSink{Keys: parts.Keys, Index: parts.Index, Snapshots: parts.Snapshots}, noRepair)
+				if err != nil {
+					return err
+				}
+				lost = printUnindexed(cmd.OutOrStdout(), cmd.ErrOrStderr(), unindexed)
+			}
+			if !rep.OK() || lost > 0 {
+				return &exitError{code: 2, msg: fmt.Sprintf("%d problems not repaired, %d objects unrecoverable, %d packs missing from the index",
+					rep.Remaining(), len(rep.Unrecoverable), lost)}
 			}
 			return nil
 		},
@@ -136,4 +148,25 @@ func verifyProgress() func(repository.VerifyProgress) {
 			fmt.Fprintf(os.Stderr, "\rverifying packs %d/%d, %.1f MB read", p.Done, p.Total, float64(p.BytesRead)/1e6)
 		}
 	}
+}
+
+// printUnindexed names every pack the targets hold that the index lacked, and returns how many
+// are still not indexed.
+func printUnindexed(w, errw io.Writer, us []repository.Unindexed) int {
+	lost, indexed := 0, 0
+	for _, u := range us {
+		switch {
+		case u.Indexed:
+			indexed++
+			fmt.Fprintf(errw, "REINDEXED pack %s (held by %s)\n", u.Pack, strings.Join(u.Targets, ", "))
+		case u.Err != nil:
+			lost++
+			fmt.Fprintf(errw, "UNINDEXED pack %s: %v\n", u.Pack, u.Err)
+		default:
+			lost++
+			fmt.Fprintf(errw, "UNINDEXED pack %s (held by %s)\n", u.Pack, strings.Join(u.Targets, ", "))
+		}
+	}
+	fmt.Fprintf(w, "index unindexed=%d reindexed=%d\n", len(us), indexed)
+	return lost
 }

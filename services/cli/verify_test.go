@@ -188,3 +188,38 @@ func TestVerifyFlags(t *testing.T) {
 		}
 	}
 }
+
+// A pack the targets hold but the index lost is found and put back in the index.
+func TestVerifyReindexesLostPacks(t *testing.T) {
+	s := startStack(t)
+	kept := s.writePack(t, 1)
+	lost := s.writePack(t, 2)
+	if err := s.parts.Index.Remove(t.Context(), lost); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := s.verify(t, "--no-repair")
+	if code != 2 || !strings.Contains(out, "index unindexed=1 reindexed=0") || !strings.Contains(errOut, "UNINDEXED pack "+lost) ||
+		strings.Contains(errOut, kept) {
+		t.Fatalf("--no-repair: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := s.parts.Index.Pack(t.Context(), lost); err == nil {
+		t.Fatal("--no-repair indexed the lost pack")
+	}
+	out, errOut, code = s.verify(t)
+	if code != 0 || !strings.Contains(out, "index unindexed=1 reindexed=1") || !strings.Contains(errOut, "REINDEXED pack "+lost) {
+		t.Fatalf("repair: exit %d\n%s%s", code, out, errOut)
+	}
+	rec, err := s.parts.Index.Pack(t.Context(), lost)
+	if err != nil || len(rec.Targets) != 2 {
+		t.Fatalf("index entry after reindex = %+v, %v; want it on both targets", rec, err)
+	}
+	c := s.parts.KMS.Pseudonym("acme", "c-1")
+	recs, err := s.parts.Index.Customer(t.Context(), c)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("customer entries after reindex = %d, %v; want both packs", len(recs), err)
+	}
+	out, errOut, code = s.verify(t)
+	if code != 0 || !strings.Contains(out, "index unindexed=0 reindexed=0") || errOut != "" {
+		t.Fatalf("second run: exit %d\n%s%s", code, out, errOut)
+	}
+}
