@@ -134,7 +134,6 @@ func stopClouds(clouds []*devstack.Cloud) {
 
 func runDemo(ctx context.Context, o demoOpts) error {
 	start := time.Now()
-	say := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...) }
 	if _, err := os.Stat(o.workerBin); err != nil {
 		return fmt.Errorf("worker binary %s not found (run 'make build'): %w", o.workerBin, err)
 	}
@@ -236,6 +235,10 @@ func runDemo(ctx context.Context, o demoOpts) error {
 	}
 	if len(rep.Erased) != 1 {
 		return fmt.Errorf("restore skipped %d erased customers, want 1", len(rep.Erased))
+	}
+	// The targets are the record: one target and the key file restore the same, with no broker.
+	if err := offlineRestore(ctx, parts, shop, filepath.Join(o.dir, "restore-offline")); err != nil {
+		return err
 	}
 	stored, files, err := scanTargets(filepath.Join(o.dir, "targets"), shop.secrets())
 	if err != nil {
@@ -499,5 +502,35 @@ func verifyEveryReplica(ctx context.Context, targets []target.Target, packs []ca
 			}
 		}
 	}
+	return nil
+}
+
+// say prints one line of the demo's progress.
+func say(format string, args ...any) { fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...) }
+
+// offlineRestore restores every customer from the last target alone, reading the catalog, the
+// keys and the erasure records from it (as custos restore --from-target does), and checks the
+// result like the broker's restore.
+func offlineRestore(ctx context.Context, parts *config.Parts, shop *shop, out string) error {
+	src := parts.Targets[len(parts.Targets)-1]
+	opener := repository.NewOpener(parts.KMS, parts.KMS.Fingerprint())
+	mem := repository.NewMemory(parts.KMS)
+	if _, err := repository.Rebuild(ctx, src, nil, opener, mem, repository.RebuildOptions{}); err != nil {
+		return fmt.Errorf("read the record of %s: %w", src.Name(), err)
+	}
+	r := &restore.Restorer{Index: mem, Targets: []target.Reader{src}, Keys: mem,
+		Repo: repository.NewReader(opener, src), Pseudonyms: parts.KMS, Logger: logger()}
+	rep, err := r.All(ctx, restore.Options{Out: out})
+	if err != nil {
+		return err
+	}
+	if !rep.OK() || len(rep.Erased) != 1 {
+		return fmt.Errorf("restore from %s alone: %d failures, %d erased (want 0 and 1)", src.Name(), len(rep.Failures), len(rep.Erased))
+	}
+	verified, err := shop.verify(out)
+	if err != nil {
+		return fmt.Errorf("restore from %s alone: %w", src.Name(), err)
+	}
+	say("restored again from %s alone, with no broker: %d customers verified, the erased one still erased", src.Name(), verified)
 	return nil
 }
