@@ -93,9 +93,17 @@ when there was no problem or every problem was repaired, and 2 otherwise.`,
 					return err
 				}
 				lost = printUnindexed(cmd.OutOrStdout(), cmd.ErrOrStderr(), unindexed)
+				// Every erasure and snapshot record must be in every target that must hold it, so
+				// that a rebuild from any one target knows them all.
+				recs, err := repository.CheckRecords(cmd.Context(), parts.Targets, repository.ClassTargets(parts.Targets, names),
+					repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()), noRepair)
+				if err != nil {
+					return err
+				}
+				lost += printRecords(cmd.OutOrStdout(), cmd.ErrOrStderr(), recs)
 			}
 			if !rep.OK() || lost > 0 {
-				return &exitError{code: 2, msg: fmt.Sprintf("%d problems not repaired, %d objects unrecoverable, %d packs missing from the index",
+				return &exitError{code: 2, msg: fmt.Sprintf("%d problems not repaired, %d objects unrecoverable, %d index entries or records missing",
 					rep.Remaining(), len(rep.Unrecoverable), lost)}
 			}
 			return nil
@@ -169,4 +177,23 @@ func printUnindexed(w, errw io.Writer, us []repository.Unindexed) int {
 	}
 	fmt.Fprintf(w, "index unindexed=%d reindexed=%d\n", len(us), indexed)
 	return lost
+}
+
+// printRecords names every erasure or snapshot record a target lacked, and returns how many are
+// still missing.
+func printRecords(w, errw io.Writer, rep repository.RecordReport) int {
+	repaired := 0
+	for _, p := range rep.Problems {
+		if p.Repaired {
+			repaired++
+			fmt.Fprintln(errw, "REPAIRED", p.String())
+		} else {
+			fmt.Fprintln(errw, "RECORD", p.String())
+		}
+	}
+	for _, u := range rep.Unreachable {
+		fmt.Fprintln(errw, "UNREACHABLE", u, "(its erasure and snapshot records were not checked)")
+	}
+	fmt.Fprintf(w, "records erasures=%d snapshots=%d problems=%d repaired=%d\n", rep.Erasures, rep.Snapshots, len(rep.Problems), repaired)
+	return rep.Remaining()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/custos-dev/custos/pkg/devstack"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/worker"
 	"github.com/custos-dev/custos/tests/harness"
 )
@@ -327,13 +328,27 @@ func TestBrokerLost(t *testing.T) {
 	if err != nil || flipped != len(before) {
 		t.Fatalf("flipped a byte in %d S3 pack files (%v), want %d", flipped, err, len(before))
 	}
+	// And the erasure record is deleted behind Custos's back: a rebuild from S3 alone would no
+	// longer know the erasure, so verify copies it back from another target.
+	erasureFile := filepath.Join(dir, "clouds", "s3", "data", "custos-disaster", filepath.FromSlash(repository.ErasureName(erasedPseudo)))
+	if err := os.Remove(erasureFile); err != nil {
+		t.Fatal(err)
+	}
 	r = custos(t, cfgPath, "verify", "--read-data").mustSucceed(t)
 	r.wantCounts(t, "verified", map[string]int{"packs": len(before), "problems": flipped, "repaired": flipped, "unrecoverable": 0})
 	if rep := r.stderrLines("REPAIRED s3:s3 packs/"); len(rep) != flipped {
 		t.Fatalf("verify named %d repaired S3 packs, want %d:\n%s", len(rep), flipped, r)
 	}
+	r.wantCounts(t, "records", map[string]int{"erasures": 1, "problems": 1, "repaired": 1})
+	if rep := r.stderrLines("REPAIRED s3:s3 " + repository.ErasureName(erasedPseudo)); len(rep) != 1 {
+		t.Fatalf("verify did not name the repaired erasure record:\n%s", r)
+	}
+	if _, err := os.Stat(erasureFile); err != nil {
+		t.Fatalf("erasure record not back in the S3 emulator: %v", err)
+	}
 	r = custos(t, cfgPath, "verify", "--read-data").mustSucceed(t)
 	r.wantCounts(t, "verified", map[string]int{"packs": len(before), "problems": 0, "repaired": 0, "unrecoverable": 0})
+	r.wantCounts(t, "records", map[string]int{"erasures": 1, "problems": 0})
 	phase("verify repaired %d rotten S3 packs; second run clean", flipped)
 
 	// No broker at all: the config still names the broker's address, where nothing listens.
