@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"mime"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,7 +83,8 @@ func marshalJSON(msg proto.Message) ([]byte, error) {
 // Every check of Limits.Validate applies, plus the header checks: ce-specversion is "1.0",
 // ce-type is known and agrees with the subject, Content-Type is supported, ce-id equals
 // meta.event_id (and Nats-Msg-Id, when present), ce-time equals meta.time, and the whole message
-// fits lim.MaxEventBytes. Header names are matched exactly first, then case-insensitively.
+// fits lim.MaxEventBytes. Header names match in any letter case; a ce-* header, Content-Type or
+// Nats-Msg-Id given more than once (under any spellings) with different values is invalid.
 //
 // The error wraps one of ErrMalformed, ErrUnknownType, ErrMissingField, ErrUnknownClass,
 // ErrOversized, ErrUnsupportedContentType or ErrInvalidField; Reason(err) names it for a
@@ -114,12 +116,15 @@ func Decode(subject string, hdr nats.Header, data []byte, lim Limits) (*Event, e
 	}
 
 	h := map[string]string{}
-	for _, name := range []string{HeaderSpecVersion, HeaderContentType, HeaderID, HeaderSource, HeaderTime, HeaderSubject, HeaderMsgID} {
+	for _, name := range readHeaders[1:] {
 		v, err := header(hdr, name)
 		if err != nil {
 			return nil, err
 		}
 		h[name] = v
+	}
+	if err := checkRepeatedExtensions(hdr, readHeaders); err != nil {
+		return nil, err
 	}
 	switch h[HeaderSpecVersion] {
 	case "":
@@ -178,26 +183,44 @@ func Decode(subject string, hdr nats.Header, data []byte, lim Limits) (*Event, e
 	return ev, nil
 }
 
-// header returns the value of name in hdr: an exact match first, then a case-insensitive one.
-// A header given twice with different values is invalid.
+// readHeaders are the headers Decode reads, ce-type first.
+var readHeaders = []string{HeaderType, HeaderSpecVersion, HeaderContentType, HeaderID, HeaderSource, HeaderTime, HeaderSubject, HeaderMsgID}
+
+// header returns the value of name in hdr, whatever the letter case of the name. Every
+// spelling counts: a header given more than once, under one spelling or several (ce-type and
+// Ce-Type), must carry the same value every time, or it is invalid.
 func header(hdr nats.Header, name string) (string, error) {
-	vals, ok := hdr[name]
-	if !ok {
-		for k, v := range hdr {
-			if strings.EqualFold(k, name) {
-				vals = append(vals, v...)
+	var val string
+	found := false
+	for k, vs := range hdr {
+		if !strings.EqualFold(k, name) {
+			continue
+		}
+		for _, v := range vs {
+			switch {
+			case !found:
+				val, found = v, true
+			case v != val:
+				return "", invalid(name, "given more than once with different values")
 			}
 		}
 	}
-	if len(vals) == 0 {
-		return "", nil
-	}
-	for _, v := range vals[1:] {
-		if v != vals[0] {
-			return "", invalid(name, "given more than once with different values")
+	return val, nil
+}
+
+// checkRepeatedExtensions applies header's rule to the ce-* headers Decode does not read
+// (CloudEvents extensions): each must carry one value, whatever the letter case of its name.
+// The name is not echoed: it is the producer's, not the contract's.
+func checkRepeatedExtensions(hdr nats.Header, read []string) error {
+	for k := range hdr {
+		if len(k) < 3 || !strings.EqualFold(k[:3], "ce-") || slices.ContainsFunc(read, func(n string) bool { return strings.EqualFold(n, k) }) {
+			continue
+		}
+		if _, err := header(hdr, k); err != nil {
+			return invalid("ce-* extension header", "given more than once with different values")
 		}
 	}
-	return vals[0], nil
+	return nil
 }
 
 // parseContentType accepts the two data content types, with parameters (charset=utf-8).

@@ -471,3 +471,157 @@ func TestTypes(t *testing.T) {
 		t.Error("Reason of a foreign error")
 	}
 }
+
+// A header may be written in any letter case and more than once, but only ever with one value:
+// every spelling counts, not only the first one found (docs/events.md section 2).
+func TestRepeatedHeaders(t *testing.T) {
+	t.Parallel()
+	subject, base, data := mustEncode(t, valid()[event.TypePostTransaction], event.ContentTypeProtobuf)
+	id, ceTime := base.Get(event.HeaderID), base.Get(event.HeaderTime)
+	postType, manualType := event.TypePostTransaction.CEType(), event.TypeManual.CEType()
+	const other = "other-value-SECRET"
+	for _, tc := range []struct {
+		name string
+		add  nats.Header // appended to the valid headers
+		del  []string
+		ok   bool
+	}{
+		// Different values: rejected.
+		{name: "ce-type vs Ce-Type", add: nats.Header{"Ce-Type": {manualType}}},
+		{name: "CE-TYPE vs Ce-Type, exact name absent", del: []string{event.HeaderType}, add: nats.Header{"CE-TYPE": {postType}, "Ce-Type": {manualType}}},
+		{name: "ce-type twice", add: nats.Header{event.HeaderType: {manualType}}},
+		{name: "ce-specversion vs CE-SPECVERSION", add: nats.Header{"CE-SPECVERSION": {"0.3"}}},
+		{name: "ce-id vs Ce-Id", add: nats.Header{"Ce-Id": {other}}},
+		{name: "ce-source vs CE-Source", add: nats.Header{"CE-Source": {"//" + other}}},
+		{name: "ce-source twice", add: nats.Header{event.HeaderSource: {"//" + other}}},
+		{name: "ce-time vs Ce-Time, same instant other text", add: nats.Header{"Ce-Time": {"2026-03-14T16:09:25.535897+01:00"}}},
+		{name: "ce-subject vs Ce-Subject", add: nats.Header{event.HeaderSubject: {"p-1"}, "Ce-Subject": {other}}},
+		{name: "Content-Type vs content-type", add: nats.Header{"content-type": {event.ContentTypeJSON}}},
+		{name: "Nats-Msg-Id vs nats-msg-id", add: nats.Header{"nats-msg-id": {other}}},
+		{name: "extension ce-partitionkey vs Ce-PartitionKey", add: nats.Header{"ce-partitionkey": {"p-1"}, "Ce-PartitionKey": {other}}},
+
+		// The same value every time: accepted.
+		{name: "ce-type vs Ce-Type, same value", add: nats.Header{"Ce-Type": {postType}}, ok: true},
+		{name: "ce-id in three spellings", add: nats.Header{"Ce-Id": {id}, "CE-ID": {id}}, ok: true},
+		{name: "ce-time twice", add: nats.Header{event.HeaderTime: {ceTime}, "CE-TIME": {ceTime}}, ok: true},
+		{name: "ce-source vs CE-SOURCE, same value", add: nats.Header{"CE-SOURCE": {"//test/producer"}}, ok: true},
+		{name: "Content-Type vs content-type, same value", add: nats.Header{"content-type": {event.ContentTypeProtobuf}}, ok: true},
+		{name: "Nats-Msg-Id vs NATS-MSG-ID, same value", add: nats.Header{"NATS-MSG-ID": {id}}, ok: true},
+		{name: "extension twice, same value", add: nats.Header{"ce-partitionkey": {"p-1"}, "CE-PARTITIONKEY": {"p-1"}}, ok: true},
+		{name: "only other spellings", del: []string{event.HeaderType, event.HeaderID}, add: nats.Header{"Ce-Type": {postType}, "CE-ID": {id}}, ok: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := cloneHeader(base)
+			for _, k := range tc.del {
+				h.Del(k)
+			}
+			for k, vs := range tc.add {
+				h[k] = append(h[k], vs...)
+			}
+			_, err := event.Decode(subject, h, data, testLim)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, event.ErrInvalidField) || !strings.Contains(err.Error(), "more than once with different values") {
+				t.Fatalf("decode: err = %v, want %v: ... more than once with different values", err, event.ErrInvalidField)
+			}
+			if strings.Contains(err.Error(), other) {
+				t.Errorf("error text echoes a header value: %v", err)
+			}
+		})
+	}
+}
+
+// No part of a reference URI, which may name customers or carry a signed token, is echoed in an
+// error text (docs/events.md section 7).
+func TestRefErrorsDoNotEchoURI(t *testing.T) {
+	t.Parallel()
+	const secret = "SECRETtoken4711"
+	for _, uri := range []string{
+		"ftp://" + secret + "/x",
+		secret + "://host/x",
+		"https://user:" + secret + "@host/x?sig=" + secret,
+		"nats-object://" + secret + "/",
+		"nats-object:///" + secret,
+		"/relative/" + secret,
+		"https://host/" + secret + " with space",
+		"https://host/?sig=" + strings.Repeat(secret, 200),
+	} {
+		msg := valid()[event.TypePostTransaction].(*custosv1.PostTransaction)
+		msg.Record = ref("k", uri)
+		ev, err := event.New(msg, "//test/producer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = testLim.Validate(ev)
+		if !errors.Is(err, event.ErrInvalidField) {
+			t.Errorf("%.40s: err = %v, want %v", uri, err, event.ErrInvalidField)
+			continue
+		}
+		if strings.Contains(strings.ToLower(err.Error()), strings.ToLower(secret)) {
+			t.Errorf("error text echoes the URI: %v", err)
+		}
+	}
+}
+
+// messageSize counts a message as the limit does (docs/events.md section 6): the data, plus for
+// each header value its name, the value and 4 bytes ("name: value\r\n").
+func messageSize(hdr nats.Header, data []byte) int {
+	n := len(data)
+	for k, vs := range hdr {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// sizedManual returns a manual request with inline records whose message counts exactly size
+// bytes.
+func sizedManual(t *testing.T, size int) (string, nats.Header, []byte) {
+	t.Helper()
+	big := strings.Repeat("r", 200<<10)
+	n := 1000
+	for range 5 {
+		msg := &custosv1.ManualRequest{Meta: meta("critical"), Reason: "size test", RequestedBy: "ops",
+			Records: []*custosv1.Record{inline("a", big), inline("b", big), inline("c", big), inline("d", big), inline("e", strings.Repeat("r", n))}}
+		ev, err := event.New(msg, "//test/producer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim := testLim
+		lim.MaxEventBytes = 2 * size
+		subject, hdr, data, err := lim.Encode(ev, event.ContentTypeProtobuf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := messageSize(hdr, data)
+		if got == size {
+			return subject, hdr, data
+		}
+		n += size - got
+	}
+	t.Fatalf("no manual request of %d bytes", size)
+	return "", nil, nil
+}
+
+// The one documented whole-message limit is 1 MiB, counted as docs/events.md says: a message of
+// exactly that size is accepted by the default limits, one byte more is oversized.
+func TestDefaultMaxEventBytes(t *testing.T) {
+	t.Parallel()
+	if event.DefaultMaxEventBytes != 1<<20 || event.DefaultMaxInlineBytes != 256<<10 {
+		t.Fatalf("defaults %d, %d differ from docs/events.md section 6", event.DefaultMaxEventBytes, event.DefaultMaxInlineBytes)
+	}
+	subject, hdr, data := sizedManual(t, event.DefaultMaxEventBytes)
+	if _, err := event.Decode(subject, hdr, data, testLim); err != nil {
+		t.Fatalf("message of exactly the limit: %v", err)
+	}
+	subject, hdr, data = sizedManual(t, event.DefaultMaxEventBytes+1)
+	if _, err := event.Decode(subject, hdr, data, testLim); !errors.Is(err, event.ErrOversized) {
+		t.Fatalf("message one byte over the limit: err = %v, want %v", err, event.ErrOversized)
+	}
+}

@@ -9,8 +9,9 @@ import (
 const (
 	// DefaultMaxInlineBytes bounds Record.inline: larger records go to the object store by ref.
 	DefaultMaxInlineBytes = 256 << 10
-	// DefaultMaxEventBytes bounds a whole message (data plus headers); NATS' default max_payload
-	// is 1 MiB.
+	// DefaultMaxEventBytes bounds a whole message (data plus headers): 1 MiB, NATS' default
+	// max_payload. It is the one documented limit (docs/events.md section 6); the worker's
+	// default is this value.
 	DefaultMaxEventBytes = 1 << 20
 	// DefaultMaxFutureSkew is how far Meta.time may lie ahead of the receiver's clock.
 	DefaultMaxFutureSkew = 10 * time.Minute
@@ -59,11 +60,15 @@ func (l Limits) maxEvent() int {
 	return DefaultMaxEventBytes
 }
 
-func (l Limits) schemeAllowed(s string) bool {
+func (l Limits) refSchemes() []string {
 	if l.RefSchemes == nil {
-		return slices.Contains(DefaultRefSchemes, s)
+		return DefaultRefSchemes
 	}
-	return slices.Contains(l.RefSchemes, s)
+	return l.RefSchemes
+}
+
+func (l Limits) schemeAllowed(s string) bool {
+	return slices.Contains(l.refSchemes(), s)
 }
 
 func (l Limits) classAllowed(c string) bool {

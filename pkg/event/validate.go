@@ -280,14 +280,16 @@ func (l Limits) validateRef(field string, ref *custosv1.RecordRef) error {
 	if len(raw) > MaxURILen || !isToken(raw) {
 		return invalid(field+".uri", "must be at most %d printable ASCII characters without spaces", MaxURILen)
 	}
-	// URIs are not echoed: their paths may name customers.
+	// No part of the URI is echoed: its path may name customers and its query may carry a
+	// signed token.
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" || u.Opaque != "" {
 		return invalid(field+".uri", "not an absolute URI")
 	}
 	scheme := strings.ToLower(u.Scheme)
 	if !l.schemeAllowed(scheme) {
-		return invalid(field+".uri", "scheme %s not allowed", quote(scheme))
+		// Not even the scheme is echoed: it is the producer's text, not a contract value.
+		return invalid(field+".uri", "scheme not allowed (allowed: %s)", strings.Join(l.refSchemes(), ", "))
 	}
 	if u.User != nil {
 		return invalid(field+".uri", "must not carry credentials")

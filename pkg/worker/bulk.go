@@ -15,7 +15,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-retryablehttp"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -183,44 +182,57 @@ func authenticate(path string, dek []byte, pseudo, class, id string) error {
 	return err
 }
 
-// openRef opens a record given by reference.
+// openRef opens a record given by reference. Its errors, and those of the returned reader, name
+// only the class of a failure, never the URI or a part of it (see errRefRead).
 func (w *Worker) openRef(ctx context.Context, ref *custosv1.RecordRef) (io.ReadCloser, int64, error) {
 	u, err := url.Parse(ref.GetUri())
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: record reference is not a URI", errPermanent)
 	}
-	switch u.Scheme {
+	// Schemes match in any letter case, as event validation accepts them.
+	switch scheme := strings.ToLower(u.Scheme); scheme {
 	case "nats-object":
-		r, size, err := openObject(ctx, w.deps.JS, u.Host, strings.TrimPrefix(u.Path, "/"))
-		if err != nil {
-			if errors.Is(err, jetstream.ErrObjectNotFound) {
-				return nil, 0, fmt.Errorf("record reference not found in object store: %w", err)
-			}
-			return nil, 0, fmt.Errorf("read record reference: %w", err)
-		}
-		return r, size, nil
+		return openObject(ctx, w.deps.JS, u.Host, strings.TrimPrefix(u.Path, "/"))
 	case "https", "http":
 		client := retryablehttp.NewClient()
 		client.Logger = nil
 		client.RetryMax = 3
 		req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 		if err != nil {
-			return nil, 0, fmt.Errorf("%w: record reference: %v", errPermanent, err)
+			return nil, 0, fmt.Errorf("%w: record reference is not a valid request URI", errPermanent)
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return nil, 0, fmt.Errorf("fetch record reference: %w", err)
+			// The client's error quotes the URL.
+			return nil, 0, withContext(ctx, err, errRefFetch)
 		}
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			return nil, 0, fmt.Errorf("fetch record reference: HTTP %d", resp.StatusCode)
+			return nil, 0, fmt.Errorf("%w: HTTP %d", errRefFetch, resp.StatusCode)
 		}
 		if resp.ContentLength < 0 {
 			resp.Body.Close()
 			return nil, 0, fmt.Errorf("%w: record reference has no Content-Length", errPermanent)
 		}
-		return resp.Body, resp.ContentLength, nil
+		return &refBody{ctx: ctx, rc: resp.Body}, resp.ContentLength, nil
 	default:
-		return nil, 0, fmt.Errorf("%w: record reference scheme %q is not supported", errPermanent, u.Scheme)
+		return nil, 0, fmt.Errorf("%w: record reference scheme is not supported", errPermanent)
 	}
 }
+
+// refBody is the body of a record fetched over HTTP. Its read errors become errRefFetch, as the
+// transport's may quote the URL.
+type refBody struct {
+	ctx context.Context
+	rc  io.ReadCloser
+}
+
+func (b *refBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		err = withContext(b.ctx, err, errRefFetch)
+	}
+	return n, err
+}
+
+func (b *refBody) Close() error { return b.rc.Close() }

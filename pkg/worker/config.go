@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/target"
 )
 
@@ -60,8 +61,10 @@ type Config struct {
 	AckWait time.Duration
 	// MaxDeliver is how many deliveries an event gets before it is dead-lettered. Default 5.
 	MaxDeliver int
-	// MaxInlineBytes bounds an inline record (default 256 KiB); MaxEventBytes a whole event
-	// (default 512 KiB); MaxRefBytes a record read by reference (default 64 GiB).
+	// MaxInlineBytes bounds an inline record (default event.DefaultMaxInlineBytes, 256 KiB);
+	// MaxEventBytes a whole event, data plus headers (default event.DefaultMaxEventBytes, 1 MiB,
+	// the limit docs/events.md documents); MaxRefBytes a record read by reference (default
+	// 64 GiB).
 	MaxInlineBytes int
 	MaxEventBytes  int
 	MaxRefBytes    int64
@@ -121,10 +124,10 @@ func (c *Config) setDefaults() error {
 		c.MaxDeliver = 5
 	}
 	if c.MaxInlineBytes <= 0 {
-		c.MaxInlineBytes = 256 << 10
+		c.MaxInlineBytes = event.DefaultMaxInlineBytes
 	}
 	if c.MaxEventBytes <= 0 {
-		c.MaxEventBytes = 512 << 10
+		c.MaxEventBytes = event.DefaultMaxEventBytes
 	}
 	if c.MaxRefBytes <= 0 {
 		c.MaxRefBytes = 64 << 30

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -34,16 +35,57 @@ type objectReader struct {
 	close func()
 }
 
-// openObject opens name in bucket for streaming. The error wraps jetstream.ErrObjectNotFound
-// when there is no such object.
+// Errors reading a record by reference. Their texts are fixed and name only the class of the
+// failure: a reference URI may carry a signed token, a bucket or object name may name a
+// customer, and the errors of the NATS and HTTP clients can quote any of them. So neither the
+// URI, nor the bucket or object name, nor a client's error text ever reaches a dead-letter
+// reason, a log line or a span (docs/events.md section 7). Context errors are kept (wrapped):
+// their texts are fixed too.
+var (
+	errRefObjectNotFound = errors.New("record reference: object not found")
+	errRefBucketNotFound = errors.New("record reference: bucket not found")
+	errRefBadName        = fmt.Errorf("%w: record reference: invalid bucket or object name", errPermanent)
+	errRefRead           = errors.New("record reference: read failed")
+	errRefFetch          = errors.New("record reference: fetch failed")
+)
+
+// objectStoreError maps an error of the NATS object store to one of the reference errors,
+// dropping its text.
+func objectStoreError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		return errRefObjectNotFound
+	case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+		return errRefBucketNotFound
+	case errors.Is(err, jetstream.ErrInvalidStoreName), errors.Is(err, jetstream.ErrNameRequired):
+		return errRefBadName
+	}
+	return withContext(ctx, err, errRefRead)
+}
+
+// withContext returns class, wrapping the context's error when err is due to it.
+func withContext(ctx context.Context, err, class error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%w: %w", class, cerr)
+	}
+	for _, cerr := range []error{context.DeadlineExceeded, context.Canceled} {
+		if errors.Is(err, cerr) {
+			return fmt.Errorf("%w: %w", class, cerr)
+		}
+	}
+	return class
+}
+
+// openObject opens name in bucket for streaming. Its errors, and those of the reader, are the
+// fixed-text reference errors above (errRefObjectNotFound when there is no such object).
 func openObject(ctx context.Context, js jetstream.JetStream, bucket, name string) (*objectReader, int64, error) {
 	obs, err := js.ObjectStore(ctx, bucket)
 	if err != nil {
-		return nil, 0, fmt.Errorf("open object store bucket for record reference: %w", err)
+		return nil, 0, objectStoreError(ctx, err)
 	}
 	info, err := obs.GetInfo(ctx, name)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, objectStoreError(ctx, err)
 	}
 	if info.Opts != nil && info.Opts.Link != nil {
 		return nil, 0, fmt.Errorf("%w: record reference is an object store link; give the object itself", errPermanent)
@@ -62,11 +104,11 @@ func openObject(ctx context.Context, js jetstream.JetStream, bucket, name string
 		FilterSubjects: []string{"$O." + bucket + ".C." + info.NUID},
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("read record reference: %w", err)
+		return nil, 0, objectStoreError(ctx, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxBytes(objectChunkBuffer))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read record reference: %w", err)
+		return nil, 0, objectStoreError(ctx, err)
 	}
 	r.cons = it
 	r.close = it.Stop
@@ -88,7 +130,7 @@ func (r *objectReader) Read(p []byte) (int, error) {
 		}
 		m, err := r.cons.Next()
 		if err != nil {
-			r.err = fmt.Errorf("read record reference: %w", err)
+			r.err = objectStoreError(r.ctx, err)
 			continue
 		}
 		r.buf = m.Data()
