@@ -98,6 +98,10 @@ type Worker struct {
 	// hold it; RepairInterval is how often the repairer looks for missing replicas.
 	ReplicaGrace   time.Duration `yaml:"replica_grace"`
 	RepairInterval time.Duration `yaml:"repair_interval"`
+	// UpdateConsumer lets this worker rewrite the shared consumers' settings (ack_wait...) when
+	// they differ from its own; without it such a worker refuses to start, so that the last
+	// worker to start never changes the whole fleet's settings by accident.
+	UpdateConsumer bool `yaml:"update_consumer"`
 	// Snapshots from sources: the largest record read (bytes), tasks run at once by one worker,
 	// and how often to look for snapshots whose tasks are all durable but not committed.
 	MaxRecordBytes  int64         `yaml:"max_record_bytes"`

@@ -41,6 +41,9 @@ func (c Class) minReplicas() int {
 type Config struct {
 	// Consumer is the durable consumer that all workers share. Default "custos-workers".
 	Consumer string
+	// UpdateConsumer lets this worker rewrite the shared consumers' settings when they differ
+	// from its own; without it, such a worker refuses to start (ErrConsumerMismatch).
+	UpdateConsumer bool
 	// Classes maps data class names to where they are written. Events naming another class are
 	// dead-lettered.
 	Classes map[string]Class

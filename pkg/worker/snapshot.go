@@ -556,7 +556,7 @@ func (w *Worker) startTasks(ctx context.Context) error {
 	if w.deps.Snapshots == nil {
 		return nil
 	}
-	cons, err := w.deps.JS.CreateOrUpdateConsumer(ctx, snapshot.TaskStream, jetstream.ConsumerConfig{
+	cons, err := w.joinConsumer(ctx, snapshot.TaskStream, jetstream.ConsumerConfig{
 		Durable:       TaskConsumer,
 		Description:   "Custos workers taking snapshot tasks",
 		AckPolicy:     jetstream.AckExplicitPolicy,

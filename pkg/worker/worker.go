@@ -176,7 +176,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: events stream: %w", err)
 	}
-	cons, err := w.deps.JS.CreateOrUpdateConsumer(ctx, event.StreamName, jetstream.ConsumerConfig{
+	cons, err := w.joinConsumer(ctx, event.StreamName, jetstream.ConsumerConfig{
 		Durable:       w.cfg.Consumer,
 		Description:   "Custos workers",
 		AckPolicy:     jetstream.AckExplicitPolicy,

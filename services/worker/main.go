@@ -97,7 +97,7 @@ func run() error {
 			PackMaxDelay: wc.PackMaxDelay, AckWait: wc.AckWait, MaxDeliver: wc.MaxDeliver,
 			MaxInlineBytes: wc.MaxInlineBytes, SpoolDir: cfg.Path(wc.SpoolDir), DrainTimeout: wc.DrainTimeout,
 			ReplicaGrace: wc.ReplicaGrace, MaxRecordBytes: wc.MaxRecordBytes, TaskConcurrency: wc.TaskConcurrency,
-			CommitInterval: wc.CommitInterval,
+			CommitInterval: wc.CommitInterval, UpdateConsumer: wc.UpdateConsumer,
 		})
 	if err != nil {
 		return err

@@ -1,0 +1,88 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrConsumerMismatch means the shared consumer exists with settings other than this worker's:
+// another worker (or an older version) created it. Joining it silently would let the last worker
+// to start rewrite everyone's settings, or let a foreign worker take events it cannot process.
+var ErrConsumerMismatch = errors.New("worker: the shared consumer has other settings than this worker")
+
+// metaFingerprint is the consumer metadata key holding the pseudonym-key fingerprint of the
+// workers that share it: a worker with another key file must not take their events.
+const metaFingerprint = "custos.pseudonym_key"
+
+// joinConsumer creates the shared durable consumer, or joins it if it exists with the same
+// settings. With update, it rewrites differing settings instead (a deliberate change of, say,
+// ack_wait across the fleet); it never joins a consumer of workers with another key file.
+func (w *Worker) joinConsumer(ctx context.Context, stream string, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	want.Metadata = map[string]string{metaFingerprint: w.deps.Pseudonyms.Fingerprint()}
+	for range 3 {
+		cons, err := w.deps.JS.Consumer(ctx, stream, want.Durable)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			cons, err = w.deps.JS.CreateConsumer(ctx, stream, want)
+			if errors.Is(err, jetstream.ErrConsumerExists) {
+				continue // another worker created it first: compare with its settings
+			}
+			return cons, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		have := info.Config
+		if fp := have.Metadata[metaFingerprint]; fp != "" && fp != want.Metadata[metaFingerprint] {
+			return nil, fmt.Errorf("%w: consumer %s is shared by workers with another key file (pseudonym-key fingerprint %s, this worker's is %s)",
+				ErrConsumerMismatch, want.Durable, fp, want.Metadata[metaFingerprint])
+		}
+		diff := consumerDiff(have, want)
+		if diff == "" && have.Metadata[metaFingerprint] != "" {
+			return cons, nil
+		}
+		if diff != "" && !w.cfg.UpdateConsumer {
+			return nil, fmt.Errorf("%w: consumer %s has %s; start every worker with the same settings, or one with update_consumer: true to change them",
+				ErrConsumerMismatch, want.Durable, diff)
+		}
+		if diff != "" {
+			w.log.Warn("rewriting the shared consumer's settings", "consumer", want.Durable, "was", diff)
+		}
+		return w.deps.JS.UpdateConsumer(ctx, stream, want)
+	}
+	return nil, fmt.Errorf("worker: consumer %s: creation kept conflicting", want.Durable)
+}
+
+// consumerDiff names the settings of have that differ from want, or returns "".
+func consumerDiff(have, want jetstream.ConsumerConfig) string {
+	var d string
+	add := func(name string, a, b any) {
+		if d != "" {
+			d += ", "
+		}
+		d += fmt.Sprintf("%s %v (this worker: %v)", name, a, b)
+	}
+	if have.AckWait != want.AckWait {
+		add("ack_wait", have.AckWait.Round(time.Millisecond), want.AckWait.Round(time.Millisecond))
+	}
+	if have.MaxDeliver != want.MaxDeliver {
+		add("max_deliver", have.MaxDeliver, want.MaxDeliver)
+	}
+	if have.MaxAckPending != want.MaxAckPending {
+		add("max_ack_pending", have.MaxAckPending, want.MaxAckPending)
+	}
+	if have.AckPolicy != want.AckPolicy {
+		add("ack_policy", have.AckPolicy, want.AckPolicy)
+	}
+	if have.FilterSubject != want.FilterSubject {
+		add("filter_subject", have.FilterSubject, want.FilterSubject)
+	}
+	return d
+}
