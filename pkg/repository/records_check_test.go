@@ -17,7 +17,7 @@ func TestCheckRecordsRepairsMissingAndDamaged(t *testing.T) {
 	b := setupWriter(t)
 	ctx := t.Context()
 	gone := b.kms.Pseudonym("shop", "gone")
-	if _, err := b.w.WriteErasure(ctx, repository.Placement{Targets: b.targets, MinReplicas: 1}, gone); err != nil {
+	if _, err := b.w.WriteErasure(ctx, repository.Placement{Targets: b.targets, MinReplicas: 1}, gone, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)); err != nil {
 		t.Fatal(err)
 	}
 	sn := snapshot.Snapshot{ID: "0123456789abcdef0123456789abcdef", Class: "critical", Method: "full",

@@ -166,9 +166,11 @@ func (w *Writer) WriteSnapshotRecord(ctx context.Context, pl Placement, sn snaps
 }
 
 // WriteErasure writes a customer's erasure record to every target in pl that answers; at least
-// pl.MinReplicas must hold it. The key store may destroy the key only after it returns nil.
-func (w *Writer) WriteErasure(ctx context.Context, pl Placement, pseudonym string) (Written, error) {
-	sealed, err := w.sealer.Erasure(pseudonym, w.cfg.Clock())
+// pl.MinReplicas must hold it. The key store may destroy the key only after it returns nil. at is
+// the time of the deletion request (not of the write), so that writing it again after a crash
+// gives the same bytes and finds the earlier copies complete.
+func (w *Writer) WriteErasure(ctx context.Context, pl Placement, pseudonym string, at time.Time) (Written, error) {
+	sealed, err := w.sealer.Erasure(pseudonym, at)
 	if err != nil {
 		return Written{}, err
 	}

@@ -188,7 +188,8 @@ func (w *Worker) erase(h *heldMsg, m *custosv1.DeletionRequest) {
 	defer span.End()
 	// The targets record the erasure before the key store does: a destroyed key with no erasure
 	// record is read as tampering, never as an erasure (docs/design.md section 11).
-	if err := w.writeErasure(ctx, pseudo); err != nil {
+	// The request's own time, so a redelivered request writes the same record bytes.
+	if err := w.writeErasure(ctx, pseudo, m.GetMeta().GetTime().AsTime()); err != nil {
 		h.retryLater(fmt.Errorf("write erasure record: %w", err))
 		return
 	}
