@@ -27,6 +27,10 @@ const (
 	HeaderDLQSeq        = "Custos-Dlq-Stream-Seq"
 	HeaderDLQDeliveries = "Custos-Dlq-Deliveries"
 	HeaderDLQTime       = "Custos-Dlq-Time"
+	// HeaderDLQBody is set when the body could not be copied: the copy with the dead-letter
+	// headers would exceed the broker's max_payload. The event stays in CUSTOS_EVENTS at
+	// Custos-Dlq-Stream-Seq until that stream's age limit.
+	HeaderDLQBody = "Custos-Dlq-Body"
 )
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
@@ -228,7 +232,16 @@ func (w *Worker) deadLetter(h *heldMsg, reason string) {
 	subj := event.DLQSubjectPrefix + strings.TrimPrefix(msg.Subject(), event.SubjectPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := w.deps.JS.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: hdr, Data: msg.Data()}); err != nil {
+	_, err := w.deps.JS.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: hdr, Data: msg.Data()})
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// An event close to max_payload cannot be copied with the headers added. Handing it
+		// back would redeliver it forever: record it without its body instead, naming where
+		// the body still is.
+		hdr.Set(HeaderDLQBody, fmt.Sprintf("omitted: %d bytes, over the broker's max_payload with these headers; the event stays in %s at sequence %d until its age limit",
+			len(msg.Data()), event.StreamName, h.seq))
+		_, err = w.deps.JS.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: hdr})
+	}
+	if err != nil {
 		w.log.Error("dead-letter publish failed; event handed back", "seq", h.seq, "err", err)
 		h.nak(time.Second)
 		return
