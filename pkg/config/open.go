@@ -109,7 +109,7 @@ func (p *Parts) Repository() *repository.Reader {
 	for i, t := range p.Targets {
 		readers[i] = t
 	}
-	return repository.NewReader(repository.NewOpener(p.KMS, p.KMS.Fingerprint()), readers...)
+	return repository.NewReader(repository.NewOpener(p.KMS, p.KMS.Fingerprint(), readers...), readers...)
 }
 
 // Offline are the parts that need no broker: the key file and the targets. Restores and
@@ -143,7 +143,11 @@ func (o *Offline) Close() error {
 
 // Opener returns an opener of catalog objects with the key file.
 func (o *Offline) Opener() *repository.Opener {
-	return repository.NewOpener(o.KMS, o.KMS.Fingerprint())
+	readers := make([]target.Reader, len(o.Targets))
+	for i, t := range o.Targets {
+		readers[i] = t
+	}
+	return repository.NewOpener(o.KMS, o.KMS.Fingerprint(), readers...)
 }
 
 // FindTarget returns the target named name, by its configured name ("s3") or its full name

@@ -23,7 +23,7 @@ type Envelope struct {
 // Open unwraps e for scope with kms. It returns ErrUnwrap when kms does not hold e's KEK or
 // the envelope belongs to another scope.
 func (e Envelope) Open(ctx context.Context, kms KMS, scope string) ([]byte, error) {
-	if e.KEK != kms.KeyID() {
+	if !holds(kms, e.KEK) {
 		return nil, fmt.Errorf("keys: data key of %s is wrapped by KMS key %q, not %q: %w", scope, e.KEK, kms.KeyID(), ErrUnwrap)
 	}
 	dek, err := kms.Unwrap(ctx, e.DEK, []byte(scope))
@@ -114,4 +114,130 @@ func (s *KVStore) Raw(ctx context.Context, scope string) (Envelope, error) {
 		return Envelope{}, ErrDestroyed
 	}
 	return Envelope{KEK: r.KMSKeyID, DEK: r.Wrapped}, nil
+}
+
+// holds reports whether kms can unwrap keys wrapped by the KEK named keyID: its active KEK, or
+// a retired one it still holds (a KMS with versions, like the rotated key file).
+func holds(kms KMS, keyID string) bool {
+	if h, ok := kms.(interface{ Holds(string) bool }); ok {
+		return h.Holds(keyID)
+	}
+	return keyID == kms.KeyID()
+}
+
+// Rewrap re-wraps every live data key the store holds under the KMS's active KEK (after a
+// rotation), with a compare-and-set per key so that a concurrent destroy wins. It returns how
+// many keys it re-wrapped and how many live keys the store holds. Destroyed scopes are left
+// alone: their keys are gone.
+func (s *KVStore) Rewrap(ctx context.Context) (rewrapped, live int, err error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("keys: list data keys: %w", err)
+	}
+	var scopes []string
+	for k := range lister.Keys() {
+		if ValidateScope(k) == nil { // not ActiveKEKKey
+			scopes = append(scopes, k)
+		}
+	}
+	for _, scope := range scopes {
+		for attempt := 0; ; attempt++ {
+			done, isLive, err := s.rewrapOne(ctx, scope)
+			if err == nil {
+				if isLive {
+					live++
+				}
+				if done {
+					rewrapped++
+				}
+				break
+			}
+			if !errors.Is(err, jetstream.ErrKeyExists) || attempt == 3 {
+				return rewrapped, live, err
+			}
+		}
+	}
+	return rewrapped, live, nil
+}
+
+// rewrapOne re-wraps one scope's key if it is live and wrapped by another KEK than the active one.
+func (s *KVStore) rewrapOne(ctx context.Context, scope string) (done, live bool, err error) {
+	entry, err := s.kv.Get(ctx, scope)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("keys: read data key of %s: %w", scope, err)
+	}
+	var r record
+	if err := json.Unmarshal(entry.Value(), &r); err != nil || r.V != 1 {
+		return false, false, fmt.Errorf("%w: %s", ErrCorrupt, scope)
+	}
+	if r.Destroyed != "" {
+		return false, false, nil
+	}
+	if r.KMSKeyID == s.kms.KeyID() {
+		return false, true, nil
+	}
+	dek, err := Envelope{KEK: r.KMSKeyID, DEK: r.Wrapped}.Open(ctx, s.kms, scope)
+	if err != nil {
+		return false, true, err
+	}
+	defer clear(dek)
+	wrapped, err := s.kms.Wrap(ctx, dek, []byte(scope))
+	if err != nil {
+		return false, true, fmt.Errorf("keys: wrap data key of %s: %w", scope, err)
+	}
+	r.KMSKeyID, r.Wrapped = s.kms.KeyID(), wrapped
+	val, err := json.Marshal(r)
+	if err != nil {
+		return false, true, err
+	}
+	if _, err := s.kv.Update(ctx, scope, val, entry.Revision()); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, true, jetstream.ErrKeyExists
+		}
+		return false, true, fmt.Errorf("keys: store re-wrapped data key of %s: %w", scope, err)
+	}
+	s.invalidate(scope, false)
+	return true, true, nil
+}
+
+// Live returns the envelope of every live data key the store holds, by scope.
+func (s *KVStore) Live(ctx context.Context) (map[string]Envelope, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("keys: list data keys: %w", err)
+	}
+	var scopes []string
+	for k := range lister.Keys() {
+		if ValidateScope(k) == nil { // not ActiveKEKKey
+			scopes = append(scopes, k)
+		}
+	}
+	out := map[string]Envelope{}
+	for _, scope := range scopes {
+		env, err := s.Raw(ctx, scope)
+		if errors.Is(err, ErrDestroyed) || errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[scope] = env
+	}
+	return out, nil
+}
+
+// ActiveKEKKey is the key-store entry naming the active KEK once a rotation happened. It is not
+// a scope (scopes have no dot), so no data key can take its place.
+const ActiveKEKKey = "meta.active_kek"
+
+// SetActiveKEK records the KMS's active KEK in the store after a rotation: from then on a
+// process whose key file predates it creates no key and does not start (ErrStaleKEK).
+func (s *KVStore) SetActiveKEK(ctx context.Context) error {
+	if _, err := s.kv.Put(ctx, ActiveKEKKey, []byte(s.kms.KeyID())); err != nil {
+		return fmt.Errorf("keys: record the active KEK: %w", err)
+	}
+	return nil
 }

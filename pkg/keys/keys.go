@@ -39,6 +39,9 @@ var (
 	ErrCorrupt = errors.New("keys: corrupt key record")
 	// ErrKeyFile means a key file is malformed.
 	ErrKeyFile = errors.New("keys: invalid key file")
+	// ErrStaleKEK means the key store's active KEK is newer than this process's key file (a
+	// rotation happened): the process must be restarted with the current key file.
+	ErrStaleKEK = errors.New("keys: key file predates the key store's active KEK")
 	// ErrBucketConfig means the key bucket is configured in a way that defeats
 	// crypto-shredding (it keeps more than one revision per key).
 	ErrBucketConfig = errors.New("keys: key bucket keeps history")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +25,10 @@ type KVStore struct {
 	kms       KMS
 	now       func() time.Time
 	cacheSize int
+
+	// staleKEK is set when the bucket names another active KEK than this store's KMS (a
+	// rotation this process's key file predates): it then creates no key.
+	staleKEK atomic.Value // string: the bucket's active KEK id, when it differs
 
 	mu       sync.Mutex
 	cache    map[string]cacheEntry
@@ -81,6 +86,14 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, kms KMS, opts ...Op
 		return nil, fmt.Errorf("%w: %s keeps %d revisions, crypto-shredding needs 1", ErrBucketConfig, o.bucket, h)
 	}
 
+	// A key file that does not hold the recorded active KEK predates the last rotation (or is
+	// foreign); one that holds it as a retired version is newer, which is the rotation itself.
+	if e, err := kv.Get(ctx, ActiveKEKKey); err == nil && !holds(kms, string(e.Value())) {
+		return nil, fmt.Errorf("%w: the key store's active KEK is %s, this key file's is %s: start with the current key file",
+			ErrStaleKEK, e.Value(), kms.KeyID())
+	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("keys: bucket %s: %w", o.bucket, err)
+	}
 	// The watcher outlives ctx, so it gets its own context, cancelled by Close.
 	wctx, cancel := context.WithCancel(context.Background())
 	w, err := kv.WatchAll(wctx, jetstream.UpdatesOnly())
@@ -123,6 +136,14 @@ func (s *KVStore) watch() {
 		if e == nil {
 			continue
 		}
+		if e.Key() == ActiveKEKKey {
+			if v := string(e.Value()); e.Operation() == jetstream.KeyValuePut && !holds(s.kms, v) {
+				s.staleKEK.Store(v)
+			} else {
+				s.staleKEK.Store("")
+			}
+			continue
+		}
 		switch e.Operation() {
 		case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
 			s.invalidate(e.Key(), false)
@@ -131,6 +152,8 @@ func (s *KVStore) watch() {
 			var r record
 			if json.Unmarshal(e.Value(), &r) != nil || r.Destroyed != "" || r.Wrapped == nil {
 				s.invalidate(e.Key(), r.Destroyed != "")
+			} else if c, _, ok := s.cached(e.Key()); ok && !bytes.Equal(c.env.DEK, r.Wrapped) {
+				s.invalidate(e.Key(), false) // re-wrapped by a rotation: the envelope changed
 			}
 		}
 	}
@@ -286,6 +309,10 @@ func (s *KVStore) load(ctx context.Context, scope string) ([]byte, error) {
 // create makes, wraps and stores a new key with a create-only write; it returns
 // jetstream.ErrKeyExists when another creator (or a destroy) got there first.
 func (s *KVStore) create(ctx context.Context, scope string) ([]byte, error) {
+	if v, _ := s.staleKEK.Load().(string); v != "" {
+		return nil, fmt.Errorf("%w: the key store's active KEK is %s, this key file's is %s: restart with the current key file",
+			ErrStaleKEK, v, s.kms.KeyID())
+	}
 	_, epoch, _ := s.cached(scope)
 	dek := make([]byte, DEKSize)
 	if _, err := rand.Read(dek); err != nil {

@@ -32,6 +32,8 @@ type LocalKMS struct {
 	keyID        string
 	aead         cipher.AEAD
 	pseudonymKey []byte
+	// retired are earlier KEK versions still held after a rotation: they unwrap, never wrap.
+	retired map[string]cipher.AEAD
 }
 
 var (
@@ -39,12 +41,25 @@ var (
 	_ Pseudonymizer = (*LocalKMS)(nil)
 )
 
-// keyFile is the JSON of the key file; []byte fields are standard base64.
+// keyFile is the JSON of the key file; []byte fields are standard base64. Version 1 holds one
+// KEK (key_id, kek); version 2, written by a rotation, holds every KEK version (keks) and names
+// the active one.
 type keyFile struct {
-	Version      int    `json:"version"`
-	KeyID        string `json:"key_id"`
-	KEK          []byte `json:"kek"`
-	PseudonymKey []byte `json:"pseudonym_key"`
+	Version      int          `json:"version"`
+	KeyID        string       `json:"key_id,omitempty"`
+	KEK          []byte       `json:"kek,omitempty"`
+	PseudonymKey []byte       `json:"pseudonym_key"`
+	Active       string       `json:"active,omitempty"`
+	KEKs         []kekVersion `json:"keks,omitempty"`
+}
+
+// kekVersion is one KEK of a version 2 key file. A destroyed version keeps its id and the time
+// it was destroyed, never its key.
+type kekVersion struct {
+	KeyID     string `json:"key_id"`
+	KEK       []byte `json:"kek,omitempty"`
+	Created   string `json:"created,omitempty"`
+	Destroyed string `json:"destroyed,omitempty"`
 }
 
 // NewLocalKMS returns a KMS for a 32-byte KEK and a 32-byte pseudonym key.
@@ -75,24 +90,78 @@ func LoadKeyFile(path string) (*LocalKMS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: read key file: %w", err)
 	}
+	f, err := parseKeyFile(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return f.kms()
+}
+
+// parseKeyFile decodes and checks a key file of version 1 or 2, as version 2.
+func parseKeyFile(path string, data []byte) (keyFile, error) {
 	var f keyFile
 	// The decoder's message is dropped: it may quote bytes of the file.
 	if json.Unmarshal(data, &f) != nil {
-		return nil, fmt.Errorf("%w: %s: malformed JSON", ErrKeyFile, path)
+		return f, fmt.Errorf("%w: %s: malformed JSON", ErrKeyFile, path)
 	}
-	switch {
-	case f.Version != keyFileVersion:
-		return nil, fmt.Errorf("%w: %s: version %d, want %d", ErrKeyFile, path, f.Version, keyFileVersion)
-	case len(f.KEK) != 32:
-		return nil, fmt.Errorf("%w: %s: kek must be 32 bytes", ErrKeyFile, path)
-	case len(f.PseudonymKey) != 32:
-		return nil, fmt.Errorf("%w: %s: pseudonym_key must be 32 bytes", ErrKeyFile, path)
-	case f.KeyID != localKeyID(f.KEK):
-		return nil, fmt.Errorf("%w: %s: key_id does not match kek", ErrKeyFile, path)
+	if len(f.PseudonymKey) != 32 {
+		return f, fmt.Errorf("%w: %s: pseudonym_key must be 32 bytes", ErrKeyFile, path)
 	}
-	k, err := NewLocalKMS(f.KEK, f.PseudonymKey)
-	clear(f.KEK)
-	return k, err
+	switch f.Version {
+	case 1:
+		f = keyFile{Version: 2, PseudonymKey: f.PseudonymKey, Active: f.KeyID,
+			KEKs: []kekVersion{{KeyID: f.KeyID, KEK: f.KEK}}}
+	case 2:
+	default:
+		return f, fmt.Errorf("%w: %s: version %d, want 1 or 2", ErrKeyFile, path, f.Version)
+	}
+	active := false
+	for _, v := range f.KEKs {
+		switch {
+		case v.Destroyed != "" && len(v.KEK) == 0:
+		case len(v.KEK) != 32:
+			return f, fmt.Errorf("%w: %s: kek %s must be 32 bytes", ErrKeyFile, path, v.KeyID)
+		case v.KeyID != localKeyID(v.KEK):
+			return f, fmt.Errorf("%w: %s: key_id does not match kek", ErrKeyFile, path)
+		}
+		if v.KeyID == f.Active {
+			active = v.Destroyed == ""
+		}
+	}
+	if !active {
+		return f, fmt.Errorf("%w: %s: the active KEK %q is missing or destroyed", ErrKeyFile, path, f.Active)
+	}
+	return f, nil
+}
+
+// kms builds the LocalKMS of a parsed key file and clears the file's key bytes.
+func (f keyFile) kms() (*LocalKMS, error) {
+	var k *LocalKMS
+	for _, v := range f.KEKs {
+		if v.KeyID == f.Active {
+			var err error
+			if k, err = NewLocalKMS(v.KEK, f.PseudonymKey); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, v := range f.KEKs {
+		if v.KeyID == f.Active || len(v.KEK) == 0 {
+			continue
+		}
+		r, err := NewLocalKMS(v.KEK, f.PseudonymKey)
+		if err != nil {
+			return nil, err
+		}
+		if k.retired == nil {
+			k.retired = map[string]cipher.AEAD{}
+		}
+		k.retired[v.KeyID] = r.aead
+	}
+	for _, v := range f.KEKs {
+		clear(v.KEK)
+	}
+	return k, nil
 }
 
 // LoadOrCreateKeyFile reads the key file at path, or creates it with fresh random keys (mode
@@ -179,12 +248,33 @@ func (k *LocalKMS) Wrap(_ context.Context, dek, aad []byte) ([]byte, error) {
 	return k.aead.Seal(out, out[1:], dek, wrapAD(aad)), nil
 }
 
-// Unwrap opens a key made by Wrap with the same aad, or returns ErrUnwrap.
-func (k *LocalKMS) Unwrap(_ context.Context, wrapped, aad []byte) ([]byte, error) {
-	if len(wrapped) < 1+wrapNonceSize+k.aead.Overhead() || wrapped[0] != wrapVersion {
+// Holds reports whether the KMS can unwrap keys wrapped by the KEK named keyID: the active
+// KEK or a retired one not yet destroyed.
+func (k *LocalKMS) Holds(keyID string) bool {
+	_, ok := k.retired[keyID]
+	return ok || keyID == k.keyID
+}
+
+// Unwrap opens a key made by Wrap with the same aad, under the active KEK or a retired one that
+// is still held, or returns ErrUnwrap.
+func (k *LocalKMS) Unwrap(ctx context.Context, wrapped, aad []byte) ([]byte, error) {
+	dek, err := k.unwrap(k.aead, wrapped, aad)
+	if err == nil {
+		return dek, nil
+	}
+	for _, a := range k.retired {
+		if dek, rerr := k.unwrap(a, wrapped, aad); rerr == nil {
+			return dek, nil
+		}
+	}
+	return nil, err
+}
+
+func (k *LocalKMS) unwrap(aead cipher.AEAD, wrapped, aad []byte) ([]byte, error) {
+	if len(wrapped) < 1+wrapNonceSize+aead.Overhead() || wrapped[0] != wrapVersion {
 		return nil, ErrUnwrap
 	}
-	dek, err := k.aead.Open(nil, wrapped[1:1+wrapNonceSize], wrapped[1+wrapNonceSize:], wrapAD(aad))
+	dek, err := aead.Open(nil, wrapped[1:1+wrapNonceSize], wrapped[1+wrapNonceSize:], wrapAD(aad))
 	if err != nil {
 		return nil, ErrUnwrap
 	}

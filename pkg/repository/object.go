@@ -14,6 +14,7 @@ import (
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/snapshot"
+	"github.com/custos-dev/custos/pkg/target"
 )
 
 // Magic opens every catalog object.
@@ -146,13 +147,21 @@ type Opener struct {
 	kms         keys.KMS
 	fingerprint string
 
-	mu    sync.Mutex
-	cache map[string][]byte // wrapped catalog key → catalog key
+	sources []target.Reader
+
+	mu        sync.Mutex
+	cache     map[string][]byte        // wrapped catalog key → catalog key
+	envelopes map[string]keys.Envelope // scope → key envelope of the active KEK, once read
 }
 
 // NewOpener returns an Opener; fingerprint is the reader's pseudonym-key fingerprint.
-func NewOpener(kms keys.KMS, fingerprint string) *Opener {
-	return &Opener{kms: kms, fingerprint: fingerprint, cache: map[string][]byte{}}
+//
+// envelopeSources are the targets where key envelopes written by a KEK rotation are looked up
+// (docs/design.md section 11, KEK epochs) when a key is wrapped by a KEK the KMS no longer
+// holds; without them such a key does not open.
+func NewOpener(kms keys.KMS, fingerprint string, envelopeSources ...target.Reader) *Opener {
+	return &Opener{kms: kms, fingerprint: fingerprint, cache: map[string][]byte{}, sources: envelopeSources,
+		envelopes: map[string]keys.Envelope{}}
 }
 
 // KMS returns the KMS the opener unwraps with.
@@ -175,7 +184,7 @@ func (o *Opener) open(ctx context.Context, b []byte) ([]byte, keys.Envelope, []b
 	dek, ok := o.cache[string(h.DEK)]
 	o.mu.Unlock()
 	if !ok {
-		if dek, err = env.Open(ctx, o.kms, pack.CatalogScope); err != nil {
+		if dek, err = o.OpenKey(ctx, pack.CatalogScope, env); err != nil {
 			return nil, env, nil, err
 		}
 		o.mu.Lock()
@@ -242,4 +251,51 @@ func (o *Opener) Erasure(ctx context.Context, pseudonym string, b []byte) (Erasu
 		return e, fmt.Errorf("%w: erasure record %s", ErrCorrupt, pseudonym)
 	}
 	return e, nil
+}
+
+// OpenKey unwraps a scope's data key from env, or, when env's KEK is no longer held (destroyed
+// after a rotation), from the scope's key envelope under the active KEK in the envelope sources.
+func (o *Opener) OpenKey(ctx context.Context, scope string, env keys.Envelope) ([]byte, error) {
+	dek, err := env.Open(ctx, o.kms, scope)
+	if err == nil || !errors.Is(err, keys.ErrUnwrap) || len(o.sources) == 0 {
+		return dek, err
+	}
+	cur, ok, eerr := o.Envelope(ctx, scope)
+	if eerr != nil || !ok {
+		return nil, err
+	}
+	return cur.Open(ctx, o.kms, scope)
+}
+
+// Envelope returns the scope's key envelope under the KMS's active KEK, read from the first
+// envelope source that holds one; ok is false when none does.
+func (o *Opener) Envelope(ctx context.Context, scope string) (keys.Envelope, bool, error) {
+	o.mu.Lock()
+	e, ok := o.envelopes[scope]
+	o.mu.Unlock()
+	if ok {
+		return e, true, nil
+	}
+	name := EnvelopeName(o.kms.KeyID(), scope)
+	var errs []error
+	for _, t := range o.sources {
+		b, err := ReadAll(ctx, t, name, maxHeader)
+		if errors.Is(err, target.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e, err := DecodeEnvelope(b, scope)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", t.Name(), err))
+			continue
+		}
+		o.mu.Lock()
+		o.envelopes[scope] = e
+		o.mu.Unlock()
+		return e, true, nil
+	}
+	return keys.Envelope{}, false, errors.Join(errs...)
 }

@@ -153,7 +153,7 @@ func (r *Reader) CustomerKey(ctx context.Context, packID, pseudonym string) ([]b
 	if !ok {
 		return nil, fmt.Errorf("manifest %s holds no data key of %s: %w", packID, pseudonym, keys.ErrNotFound)
 	}
-	return keys.Envelope{KEK: k.KEK, DEK: k.DEK}.Open(ctx, r.Opener.KMS(), pseudonym)
+	return r.Opener.OpenKey(ctx, pseudonym, keys.Envelope{KEK: k.KEK, DEK: k.DEK})
 }
 
 // Erased reports whether any target holds an authenticated erasure record of the customer. It

@@ -129,6 +129,18 @@ func Rebuild(ctx context.Context, from target.Reader, others []target.Reader, o 
 		if skip {
 			return nil
 		}
+		// A key wrapped by a KEK destroyed after a rotation is imported from its envelope
+		// under the active KEK instead.
+		if _, err := env.Open(ctx, o.KMS(), scope); errors.Is(err, keys.ErrUnwrap) {
+			cur, ok, eerr := o.Envelope(ctx, scope)
+			if eerr != nil {
+				return eerr
+			}
+			if !ok {
+				return fmt.Errorf("data key of %s: %w, and no target holds its envelope under the active KEK", scope, err)
+			}
+			env = cur
+		}
 		return sink.ImportKey(ctx, scope, env)
 	}
 	conc := opts.Concurrency

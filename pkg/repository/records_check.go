@@ -180,3 +180,17 @@ func replaceRecord(ctx context.Context, t target.Target, name string, good []byt
 	}
 	return nil
 }
+
+// putOnce writes b under name create-only; an existing object with the same bytes is success.
+func putOnce(ctx context.Context, t target.Target, name string, b []byte, opts target.PutOptions) error {
+	opts.SHA256 = sha256.Sum256(b)
+	err := t.Put(ctx, name, bytes.NewReader(b), int64(len(b)), opts)
+	if errors.Is(err, target.ErrExists) {
+		got, rerr := ReadAll(ctx, t, name, int64(len(b)))
+		if rerr == nil && bytes.Equal(got, b) {
+			return nil
+		}
+		return fmt.Errorf("%s exists with other bytes: %w", name, err)
+	}
+	return err
+}

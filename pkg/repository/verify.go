@@ -1064,7 +1064,7 @@ func (v *verifier) customerKey(ctx context.Context, m *pack.Manifest, c string) 
 	if !ok {
 		return customerKey{err: fmt.Errorf("no data key for customer %s in the key store or the manifest", c)}, nil
 	}
-	dek, err := keys.Envelope{KEK: k.KEK, DEK: k.DEK}.Open(ctx, v.cfg.Opener.KMS(), c)
+	dek, err := v.cfg.Opener.OpenKey(ctx, c, keys.Envelope{KEK: k.KEK, DEK: k.DEK})
 	if err != nil {
 		return customerKey{err: fmt.Errorf("%w: %w", crypto.ErrAuth, err)}, nil
 	}

@@ -64,7 +64,7 @@ func (r *Restorer) repo() *repository.Reader {
 			return
 		}
 		kms, _ := r.Pseudonyms.(keys.KMS)
-		r.Repo = repository.NewReader(repository.NewOpener(kms, r.Pseudonyms.Fingerprint()), r.Targets...)
+		r.Repo = repository.NewReader(repository.NewOpener(kms, r.Pseudonyms.Fingerprint(), r.Targets...), r.Targets...)
 	})
 	return r.Repo
 }

@@ -52,7 +52,7 @@ afterwards to find replicas that are missing.`,
 			sink := repository.KVSink{Keys: parts.Keys, Index: parts.Index, Snapshots: parts.Snapshots}
 			start := time.Now()
 			rep, err := repository.Rebuild(cmd.Context(), src, readerList(others),
-				repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()), sink,
+				parts.Repository().Opener, sink,
 				repository.RebuildOptions{Progress: rebuildProgress()})
 			clearLine()
 			if err != nil {

@@ -513,7 +513,7 @@ func say(format string, args ...any) { fmt.Fprintf(os.Stderr, "demo: "+format+"\
 // result like the broker's restore.
 func offlineRestore(ctx context.Context, parts *config.Parts, shop *shop, out string) error {
 	src := parts.Targets[len(parts.Targets)-1]
-	opener := repository.NewOpener(parts.KMS, parts.KMS.Fingerprint())
+	opener := parts.Repository().Opener
 	mem := repository.NewMemory(parts.KMS)
 	if _, err := repository.Rebuild(ctx, src, nil, opener, mem, repository.RebuildOptions{}); err != nil {
 		return fmt.Errorf("read the record of %s: %w", src.Name(), err)

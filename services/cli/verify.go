@@ -70,7 +70,7 @@ when there was no problem or every problem was repaired, and 2 otherwise.`,
 			}
 			rep, err := repository.Verify(cmd.Context(), repository.VerifyConfig{
 				Index: parts.Index, Catalog: parts.Index, Keys: parts.Keys,
-				Opener:  repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()),
+				Opener:  parts.Repository().Opener,
 				Targets: parts.Targets, Classes: repository.ClassTargets(parts.Targets, names),
 				PutOptions: repository.RetainOptions(retain, nil),
 				Class:      class, ReadData: readData || subset != "", Subset: sub, NoRepair: noRepair,
@@ -96,7 +96,7 @@ when there was no problem or every problem was repaired, and 2 otherwise.`,
 				// Every erasure and snapshot record must be in every target that must hold it, so
 				// that a rebuild from any one target knows them all.
 				recs, err := repository.CheckRecords(cmd.Context(), parts.Targets, repository.ClassTargets(parts.Targets, names),
-					repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()), noRepair)
+					parts.Repository().Opener, noRepair)
 				if err != nil {
 					return err
 				}

@@ -131,7 +131,7 @@ func run() error {
 		}
 		scr, err := scrub.New(scrub.Config{Interval: every, Rate: wc.ScrubBytesPerSecond(), Logger: log.With("component", "scrub"),
 			Verify: repository.VerifyConfig{Index: parts.Index, Catalog: parts.Index, Keys: parts.Keys,
-				Opener: repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()), Targets: parts.Targets,
+				Opener: parts.Repository().Opener, Targets: parts.Targets,
 				Classes: repository.ClassTargets(parts.Targets, names), PutOptions: repository.RetainOptions(retain, nil),
 				SpoolDir: cfg.Path(wc.SpoolDir)}})
 		if err != nil {

@@ -293,7 +293,7 @@ func verifyBench(ctx context.Context, s *harness.Stack) error {
 	classes := repository.ClassTargets(parts.Targets, names)
 	start := time.Now()
 	rep, err := repository.Verify(ctx, repository.VerifyConfig{Index: parts.Index, Keys: parts.Keys,
-		Opener: repository.NewOpener(parts.KMS, parts.KMS.Fingerprint()), Targets: parts.Targets,
+		Opener: parts.Repository().Opener, Targets: parts.Targets,
 		Classes: classes, ReadData: true, NoRepair: true})
 	if err != nil {
 		return err

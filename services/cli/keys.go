@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/keys"
+	"github.com/custos-dev/custos/pkg/repository"
+	"github.com/custos-dev/custos/pkg/target"
+)
+
+func keysCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keys",
+		Short: "Rotate the key-encryption key (KEK) and destroy retired versions",
+		Long: `A rotation completes erasures under object lock (docs/design.md section 11, KEK epochs): locked
+manifests keep every customer's data key wrapped by the KEK of their time. After "keys rotate"
+every live data key is wrapped by the new KEK, in the key store and in a key envelope in every
+target; "keys destroy-retired" then removes the old KEK versions from the key file, and every
+copy wrapped by them, including an erased customer's, is unreadable for good.
+
+Between the two, restart every worker and CLI with the rotated key file: a process whose key file
+predates the rotation creates no data key (key store entry meta.active_kek).`,
+	}
+	cmd.AddCommand(keysRotateCmd(), keysDestroyCmd())
+	return cmd
+}
+
+func keysRotateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rotate --config FILE",
+		Short: "Make a new KEK version active and re-wrap every live data key under it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			oldID, newID, err := keys.RotateKeyFile(cfg.Path(cfg.Keys.File), time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "key file rotated: %s is retired, %s is active\n", oldID, newID)
+			return rewrapAndEnvelope(cmd.Context(), cfg, "rotated")
+		},
+	}
+}
+
+func keysDestroyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "destroy-retired --config FILE",
+		Short: "Destroy the retired KEK versions once every live key is wrapped by the active one in every target",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			path := cfg.Path(cfg.Keys.File)
+			retired, err := keys.RetiredKEKs(path)
+			if err != nil {
+				return err
+			}
+			if len(retired) == 0 {
+				fmt.Println("keys destroyed=0 (no retired KEK version is held)")
+				return nil
+			}
+			// Keys created meanwhile by processes still on the retired KEK are re-wrapped, and
+			// every envelope must be in every target before anything is destroyed.
+			if err := rewrapAndEnvelope(cmd.Context(), cfg, "checked"); err != nil {
+				return fmt.Errorf("nothing destroyed: %w", err)
+			}
+			gone, err := keys.DestroyRetiredKEKs(path, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Printf("keys destroyed=%d %v\n", len(gone), gone)
+			return nil
+		},
+	}
+}
+
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	cfgPath, _ := cmd.Flags().GetString("config")
+	return config.Load(cfgPath)
+}
+
+// rewrapAndEnvelope records the active KEK in the key store, re-wraps every live data key under
+// it and writes every key envelope to every target, with a retention that outlives every older
+// locked manifest. It fails unless every envelope is in every target.
+func rewrapAndEnvelope(ctx context.Context, cfg *config.Config, verb string) error {
+	parts, err := cfg.Open(ctx, "custos-keys", logger())
+	if err != nil {
+		return err
+	}
+	defer parts.Close()
+	if err := parts.Keys.SetActiveKEK(ctx); err != nil {
+		return err
+	}
+	rewrapped, live, err := parts.Keys.Rewrap(ctx)
+	if err != nil {
+		return err
+	}
+	envs, err := parts.Keys.Live(ctx)
+	if err != nil {
+		return err
+	}
+	for scope, e := range envs {
+		if e.KEK != parts.KMS.KeyID() {
+			return fmt.Errorf("data key of %s is still wrapped by %s", scope, e.KEK)
+		}
+	}
+	var longest time.Duration
+	for _, c := range cfg.Classes {
+		longest = max(longest, c.Retain)
+	}
+	opts := target.PutOptions{}
+	if longest > 0 {
+		opts.RetainUntil = time.Now().Add(longest)
+	}
+	rep := repository.WriteEnvelopes(ctx, parts.Targets, envs, opts)
+	fmt.Printf("keys %s active=%s live=%d rewrapped=%d envelopes=%d failures=%d\n",
+		verb, parts.KMS.KeyID(), live, rewrapped, rep.Written, len(rep.Failures))
+	for _, f := range rep.Failures {
+		fmt.Fprintln(os.Stderr, "FAILED:", f)
+	}
+	if len(rep.Failures) > 0 {
+		return &exitError{code: 2, msg: fmt.Sprintf("%d key envelopes not written: run the command again once every target answers", len(rep.Failures))}
+	}
+	return nil
+}
