@@ -47,7 +47,6 @@ const (
 	infoSegment   = "custos-item-v1"
 
 	// Section 3: the key file and wrapped data keys.
-	keyFileVersion = 1
 	wrapVersion    = 0x01
 	wrapNonceSize  = 12
 	wrapDomain     = "custos-dek-v1"
@@ -95,12 +94,20 @@ type keyFile struct {
 	KeyID        string `json:"key_id"`
 	KEK          string `json:"kek"`
 	PseudonymKey string `json:"pseudonym_key"`
+	// Version 2 (after a rotation, section 11): every KEK version, one active.
+	Active string `json:"active"`
+	KEKs   []struct {
+		KeyID     string `json:"key_id"`
+		KEK       string `json:"kek"`
+		Destroyed string `json:"destroyed"`
+	} `json:"keks"`
 }
 
 type kms struct {
-	keyID        string
-	kek          cipher.AEAD
+	keyID        string                 // the active KEK
+	keks         map[string]cipher.AEAD // every KEK version held, by id
 	pseudonymKey []byte
+	root         string // the target, where key envelopes are read (section 11, KEK epochs)
 }
 
 func loadKeyFile(path string) (*kms, error) {
@@ -112,25 +119,50 @@ func loadKeyFile(path string) (*kms, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("key file: malformed JSON")
 	}
-	kek, err1 := b64(f.KEK)
-	pk, err2 := b64(f.PseudonymKey)
-	switch {
-	case f.Version != keyFileVersion:
-		return nil, fmt.Errorf("key file: version %d", f.Version)
-	case err1 != nil || len(kek) != 32:
-		return nil, fmt.Errorf("key file: kek must be 32 bytes of standard base64")
-	case err2 != nil || len(pk) != 32:
+	pk, err := b64(f.PseudonymKey)
+	if err != nil || len(pk) != 32 {
 		return nil, fmt.Errorf("key file: pseudonym_key must be 32 bytes of standard base64")
 	}
-	sum := sha256.Sum256(kek)
-	if id := "local-" + hex.EncodeToString(sum[:4]); f.KeyID != id {
-		return nil, fmt.Errorf("key file: key_id %q does not match the kek (%s)", f.KeyID, id)
+	k := &kms{keks: map[string]cipher.AEAD{}, pseudonymKey: pk}
+	add := func(id, kekB64 string) error {
+		kek, err := b64(kekB64)
+		if err != nil || len(kek) != 32 {
+			return fmt.Errorf("key file: kek must be 32 bytes of standard base64")
+		}
+		sum := sha256.Sum256(kek)
+		if want := "local-" + hex.EncodeToString(sum[:4]); id != want {
+			return fmt.Errorf("key file: key_id %q does not match the kek (%s)", id, want)
+		}
+		aead, err := newGCM(kek)
+		if err != nil {
+			return err
+		}
+		k.keks[id] = aead
+		return nil
 	}
-	aead, err := newGCM(kek)
-	if err != nil {
-		return nil, err
+	switch f.Version {
+	case 1:
+		if err := add(f.KeyID, f.KEK); err != nil {
+			return nil, err
+		}
+		k.keyID = f.KeyID
+	case 2:
+		for _, v := range f.KEKs {
+			if v.Destroyed != "" {
+				continue
+			}
+			if err := add(v.KeyID, v.KEK); err != nil {
+				return nil, err
+			}
+		}
+		k.keyID = f.Active
+	default:
+		return nil, fmt.Errorf("key file: version %d", f.Version)
 	}
-	return &kms{keyID: f.KeyID, kek: aead, pseudonymKey: pk}, nil
+	if k.keks[k.keyID] == nil {
+		return nil, fmt.Errorf("key file: the active KEK %q is not held", k.keyID)
+	}
+	return k, nil
 }
 
 // b64 decodes standard base64 with padding (RFC 4648 section 4), as every []byte in Custos JSON.
@@ -147,13 +179,16 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // unwrap opens a wrapped data key: 0x01 ‖ nonce(12) ‖ AES-256-GCM(KEK, nonce, DEK, ad =
 // "custos-dek-v1" ‖ scope), the ciphertext ending with the 16-byte tag.
 func (k *kms) unwrap(kekID string, wrapped []byte, scope string) ([]byte, error) {
-	if kekID != k.keyID {
-		return nil, fmt.Errorf("data key of %s is wrapped by KEK %q, the key file holds %q", scope, kekID, k.keyID)
+	aead := k.keks[kekID]
+	if aead == nil {
+		// Wrapped by a KEK destroyed after a rotation: the rotation wrote the scope's key
+		// envelope under the active KEK (an erased scope has none).
+		return k.fromEnvelope(scope)
 	}
 	if len(wrapped) < 1+wrapNonceSize+tagSize || wrapped[0] != wrapVersion {
 		return nil, fmt.Errorf("data key of %s: malformed wrapped key", scope)
 	}
-	dek, err := k.kek.Open(nil, wrapped[1:1+wrapNonceSize], wrapped[1+wrapNonceSize:], []byte(wrapDomain+scope))
+	dek, err := aead.Open(nil, wrapped[1:1+wrapNonceSize], wrapped[1+wrapNonceSize:], []byte(wrapDomain+scope))
 	if err != nil {
 		return nil, fmt.Errorf("data key of %s does not unwrap", scope)
 	}
@@ -161,6 +196,31 @@ func (k *kms) unwrap(kekID string, wrapped []byte, scope string) ([]byte, error)
 		return nil, fmt.Errorf("data key of %s is %d bytes", scope, len(dek))
 	}
 	return dek, nil
+}
+
+// fromEnvelope reads keys/<active kek id>/<2 chars after the first>/<scope> from the target.
+func (k *kms) fromEnvelope(scope string) ([]byte, error) {
+	if len(scope) < 3 {
+		return nil, fmt.Errorf("scope %q too short for an envelope name", scope)
+	}
+	b, err := os.ReadFile(filepath.Join(k.root, "keys", k.keyID, scope[1:3], scope))
+	if err != nil {
+		return nil, fmt.Errorf("data key of %s: its KEK is not held and no envelope under %s: %w", scope, k.keyID, err)
+	}
+	var e struct {
+		V     int    `json:"v"`
+		Scope string `json:"scope"`
+		KEK   string `json:"kek"`
+		DEK   string `json:"dek"`
+	}
+	if err := json.Unmarshal(b, &e); err != nil || e.V != 1 || e.Scope != scope || e.KEK != k.keyID {
+		return nil, fmt.Errorf("key envelope of %s is malformed", scope)
+	}
+	wrapped, err := b64(e.DEK)
+	if err != nil {
+		return nil, fmt.Errorf("key envelope of %s: dek is not standard base64", scope)
+	}
+	return k.unwrap(k.keyID, wrapped, scope)
 }
 
 func u16framed(fields ...string) []byte {
@@ -369,6 +429,7 @@ func run(keyPath, root, out string) (report, error) {
 	if err != nil {
 		return rep, err
 	}
+	k.root = root
 	o := &opener{k: k, cache: map[string][]byte{}}
 
 	// 1. Erasure records: erasures/<2 hex after the p>/<pseudonym>.
