@@ -138,9 +138,12 @@ func sizedManual(t *testing.T, id string, size int) (string, nats.Header, []byte
 	t.Helper()
 	big := []byte(strings.Repeat("r", 200<<10))
 	n := 1000
-	for range 5 {
+	// One time for every attempt: ce-time's text length varies with the clock's nanoseconds, and
+	// the size must converge.
+	at := timestamppb.Now()
+	for range 20 {
 		msg := &custosv1.ManualRequest{
-			Meta:   &custosv1.Meta{EventId: id, Time: timestamppb.Now(), Tenant: "t1", CustomerId: "c1", DataClass: "critical"},
+			Meta:   &custosv1.Meta{EventId: id, Time: at, Tenant: "t1", CustomerId: "c1", DataClass: "critical"},
 			Reason: "size limit test", RequestedBy: "ops",
 			Records: []*custosv1.Record{inline("a", string(big)), inline("b", string(big)), inline("c", string(big)),
 				inline("d", string(big)), inline("e", strings.Repeat("r", n))},
