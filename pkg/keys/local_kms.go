@@ -195,10 +195,14 @@ func LoadOrCreateKeyFile(path string) (*LocalKMS, error) {
 	return NewLocalKMS(f.KEK, f.PseudonymKey)
 }
 
-// createFile writes data to path only if path does not exist, never showing a partial file:
-// temp file in the same directory, fsync, hard link, fsync of the directory. A link, unlike a
-// rename, fails if path exists, so a racing creator cannot replace a key already in use.
-func createFile(path string, data []byte) error {
+// createFile writes data to path only if path does not exist (see installFile).
+func createFile(path string, data []byte) error { return installFile(path, data, false) }
+
+// installFile writes data to path, never showing a partial file: temp file in the same
+// directory (mode 0600), fsync, then a hard link (create-only: a link, unlike a rename, fails if
+// path exists, so a racing creator cannot replace a key already in use) or, with replace, a
+// rename (a rotation replacing the file), then an fsync of the directory.
+func installFile(path string, data []byte, replace bool) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("keys: create key directory: %w", err)
@@ -221,7 +225,11 @@ func createFile(path string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("keys: write key file: %w", err)
 	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	install := os.Link
+	if replace {
+		install = os.Rename
+	}
+	if err := install(tmp.Name(), path); err != nil {
 		return fmt.Errorf("keys: install key file: %w", err)
 	}
 	d, err := os.Open(dir)

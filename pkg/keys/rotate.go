@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -87,32 +86,5 @@ func writeKeyFile(path string, f keyFile) error {
 		return fmt.Errorf("keys: encode key file: %w", err)
 	}
 	defer clear(data)
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".custos-key-*")
-	if err != nil {
-		return fmt.Errorf("keys: write key file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("keys: write key file: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("keys: sync key directory: %w", err)
-	}
-	defer d.Close()
-	return d.Sync()
+	return installFile(path, data, true)
 }
