@@ -58,7 +58,7 @@ func (l Limits) Encode(ev *Event, contentType string) (subject string, hdr nats.
 	if ev.Subject != "" {
 		hdr[HeaderSubject] = []string{ev.Subject}
 	}
-	if n, limit := messageSize(hdr, data), l.maxEvent(); n > limit {
+	if n, limit := MessageSize(hdr, data), l.maxEvent(); n > limit {
 		return "", nil, nil, fmt.Errorf("%w: encoded %s event is %d bytes, limit %d", ErrOversized, ev.Type, n, limit)
 	}
 	return ev.Type.Subject(), hdr, data, nil
@@ -90,7 +90,7 @@ func marshalJSON(msg proto.Message) ([]byte, error) {
 // ErrOversized, ErrUnsupportedContentType or ErrInvalidField; Reason(err) names it for a
 // dead-letter header.
 func Decode(subject string, hdr nats.Header, data []byte, lim Limits) (*Event, error) {
-	if n, limit := messageSize(hdr, data), lim.maxEvent(); n > limit {
+	if n, limit := MessageSize(hdr, data), lim.maxEvent(); n > limit {
 		return nil, fmt.Errorf("%w: message is %d bytes, limit %d", ErrOversized, n, limit)
 	}
 
@@ -246,9 +246,9 @@ func parseContentType(v string) (string, error) {
 	return "", fmt.Errorf("%w: %s (want %s or %s)", ErrUnsupportedContentType, quote(mt), ContentTypeProtobuf, ContentTypeJSON)
 }
 
-// messageSize is the size a message counts against MaxEventBytes: data plus header names and
-// values.
-func messageSize(hdr nats.Header, data []byte) int {
+// MessageSize is the size a message counts against MaxEventBytes (docs/events.md section 6):
+// data plus, for each header value, its name, the value and 4 bytes.
+func MessageSize(hdr nats.Header, data []byte) int {
 	n := len(data)
 	for k, vs := range hdr {
 		for _, v := range vs {

@@ -568,8 +568,8 @@ func TestRefErrorsDoNotEchoURI(t *testing.T) {
 	}
 }
 
-// messageSize counts a message as the limit does (docs/events.md section 6): the data, plus for
-// each header value its name, the value and 4 bytes ("name: value\r\n").
+// messageSize counts a message as docs/events.md section 6 says, written from the document
+// rather than calling event.MessageSize, so the test checks the code against the document.
 func messageSize(hdr nats.Header, data []byte) int {
 	n := len(data)
 	for k, vs := range hdr {

@@ -120,18 +120,6 @@ func TestReferenceErrorsNameNoURI(t *testing.T) {
 	}
 }
 
-// messageSize counts a message as the event limit does (docs/events.md section 6): the data,
-// plus for each header value its name, the value and 4 bytes.
-func messageSize(hdr nats.Header, data []byte) int {
-	n := len(data)
-	for k, vs := range hdr {
-		for _, v := range vs {
-			n += len(k) + len(v) + 4
-		}
-	}
-	return n
-}
-
 // sizedManual returns a manual request with inline records (each within the inline limit) whose
 // message counts exactly size bytes.
 func sizedManual(t *testing.T, id string, size int) (string, nats.Header, []byte) {
@@ -156,7 +144,7 @@ func sizedManual(t *testing.T, id string, size int) (string, nats.Header, []byte
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := messageSize(hdr, data)
+		got := event.MessageSize(hdr, data)
 		if got == size {
 			return subject, hdr, data
 		}
