@@ -32,12 +32,17 @@ func (s *stack) runCaptured(t *testing.T, sub *cobra.Command, args ...string) (s
 		t.Fatal(err)
 	}
 	os.Stdout = w
+	var captured bytes.Buffer
+	read := make(chan struct{})
+	go func() { // drain while the command runs: a full pipe would block it
+		captured.ReadFrom(r)
+		close(read)
+	}()
 	err = root.ExecuteContext(context.Background())
 	w.Close()
-	os.Stdout = stdout
-	var captured bytes.Buffer
-	captured.ReadFrom(r)
+	<-read
 	r.Close()
+	os.Stdout = stdout
 	code := 0
 	var ee *exitError
 	switch {
@@ -124,5 +129,51 @@ func TestKeysRotateTwiceThenDestroy(t *testing.T) {
 				t.Fatalf("%v: %s differs after the rotations", args, name)
 			}
 		}
+	}
+}
+
+// A retired KEK is destroyed only once every live key's envelope is in every target: with a
+// target down, rotate reports the missing envelopes and destroy-retired destroys nothing.
+func TestKeysDestroyRefusedWhileATargetIsDown(t *testing.T) {
+	s := startStack(t)
+	s.writePack(t, 1)
+	s.parts.Close()
+	b := filepath.Join(s.dir, "b")
+	if err := os.Rename(b, b+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b, nil, 0o600); err != nil { // a file where the target's root should be
+		t.Fatal(err)
+	}
+	out, errOut, code := s.runCaptured(t, keysCmd(), "keys", "rotate")
+	if code != 2 || !strings.Contains(out, "envelopes=2 failures=2") { // every envelope is missing from b
+		t.Fatalf("rotate with target b down: exit %d\n%s%s", code, out, errOut)
+	}
+	keyPath := filepath.Join(s.dir, "custos.key")
+	retired, err := keys.RetiredKEKs(keyPath)
+	if err != nil || len(retired) != 1 {
+		t.Fatalf("retired KEKs after the rotation: %v, %v", retired, err)
+	}
+	out, errOut, code = s.runCaptured(t, keysCmd(), "keys", "destroy-retired")
+	if code != 2 {
+		t.Fatalf("destroy-retired with target b down: exit %d\n%s%s", code, out, errOut)
+	}
+	if still, err := keys.RetiredKEKs(keyPath); err != nil || len(still) != 1 || still[0] != retired[0] {
+		t.Fatalf("retired KEKs after a refused destroy: %v, %v; want %v kept", still, err, retired)
+	}
+	// Back: the envelopes are written, and then the old KEK goes.
+	if err := os.Remove(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(b+".away", b); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = s.runCaptured(t, keysCmd(), "keys", "destroy-retired")
+	if code != 0 || !strings.Contains(out, "keys destroyed=1") {
+		t.Fatalf("destroy-retired with every target up: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = s.runCaptured(t, restoreCmd(), "restore", "--all", "--from-target", "b", "--out", filepath.Join(s.dir, "out-b"))
+	if code != 0 || !strings.Contains(out, "failures=0") {
+		t.Fatalf("restore from target b after the destroy: exit %d\n%s%s", code, out, errOut)
 	}
 }
