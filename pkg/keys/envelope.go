@@ -23,7 +23,7 @@ type Envelope struct {
 // Open unwraps e for scope with kms. It returns ErrUnwrap when kms does not hold e's KEK or
 // the envelope belongs to another scope.
 func (e Envelope) Open(ctx context.Context, kms KMS, scope string) ([]byte, error) {
-	if !holds(kms, e.KEK) {
+	if !Holds(kms, e.KEK) {
 		return nil, fmt.Errorf("keys: data key of %s is wrapped by KMS key %q, not %q: %w", scope, e.KEK, kms.KeyID(), ErrUnwrap)
 	}
 	dek, err := kms.Unwrap(ctx, e.DEK, []byte(scope))
@@ -116,9 +116,9 @@ func (s *KVStore) Raw(ctx context.Context, scope string) (Envelope, error) {
 	return Envelope{KEK: r.KMSKeyID, DEK: r.Wrapped}, nil
 }
 
-// holds reports whether kms can unwrap keys wrapped by the KEK named keyID: its active KEK, or
+// Holds reports whether kms can unwrap keys wrapped by the KEK named keyID: its active KEK, or
 // a retired one it still holds (a KMS with versions, like the rotated key file).
-func holds(kms KMS, keyID string) bool {
+func Holds(kms KMS, keyID string) bool {
 	if h, ok := kms.(interface{ Holds(string) bool }); ok {
 		return h.Holds(keyID)
 	}

@@ -88,7 +88,7 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, kms KMS, opts ...Op
 
 	// A key file that does not hold the recorded active KEK predates the last rotation (or is
 	// foreign); one that holds it as a retired version is newer, which is the rotation itself.
-	if e, err := kv.Get(ctx, ActiveKEKKey); err == nil && !holds(kms, string(e.Value())) {
+	if e, err := kv.Get(ctx, ActiveKEKKey); err == nil && !Holds(kms, string(e.Value())) {
 		return nil, fmt.Errorf("%w: the key store's active KEK is %s, this key file's is %s: start with the current key file",
 			ErrStaleKEK, e.Value(), kms.KeyID())
 	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -137,7 +137,7 @@ func (s *KVStore) watch() {
 			continue
 		}
 		if e.Key() == ActiveKEKKey {
-			if v := string(e.Value()); e.Operation() == jetstream.KeyValuePut && !holds(s.kms, v) {
+			if v := string(e.Value()); e.Operation() == jetstream.KeyValuePut && !Holds(s.kms, v) {
 				s.staleKEK.Store(v)
 			} else {
 				s.staleKEK.Store("")

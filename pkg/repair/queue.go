@@ -29,12 +29,15 @@ type Object struct {
 	SHA256 string `json:"sha256"` // hex
 }
 
-// Missing says that a pack's objects are missing from one target.
+// Missing says that a record's objects are missing from one target. The record is a pack (Pack
+// is its id; the repaired target is then added to its index entry) or another record of
+// docs/design.md section 11, which the index does not list: Pack is then "erasure.<pseudonym>",
+// "snapshot.<job id>" or "task.<job id>.<task>".
 type Missing struct {
 	Pack    string    `json:"pack"`
 	Class   string    `json:"class"`
 	Target  string    `json:"target"`
-	Objects []Object  `json:"objects"` // in write order: the pack, then its manifest
+	Objects []Object  `json:"objects"` // in write order: the pack, then its manifest; or the one record
 	From    []string  `json:"from"`    // targets that held every object when it was recorded
 	Since   time.Time `json:"since"`
 	Reason  string    `json:"reason"` // the write error, for operators; holds no customer data

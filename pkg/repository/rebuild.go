@@ -131,13 +131,14 @@ func Rebuild(ctx context.Context, from target.Reader, others []target.Reader, o 
 		}
 		// A key wrapped by a KEK destroyed after a rotation is imported from its envelope
 		// under the active KEK instead.
-		if _, err := env.Open(ctx, o.KMS(), scope); errors.Is(err, keys.ErrUnwrap) {
-			cur, ok, eerr := o.Envelope(ctx, scope)
-			if eerr != nil {
-				return eerr
+		if !keys.Holds(o.KMS(), env.KEK) {
+			cur, ok, err := o.Envelope(ctx, scope)
+			if err != nil {
+				return err
 			}
 			if !ok {
-				return fmt.Errorf("data key of %s: %w, and no target holds its envelope under the active KEK", scope, err)
+				return fmt.Errorf("data key of %s is wrapped by KEK %s, which is not held, and no target holds its envelope under the active KEK: %w",
+					scope, env.KEK, keys.ErrUnwrap)
 			}
 			env = cur
 		}
