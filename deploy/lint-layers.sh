@@ -9,7 +9,7 @@ check() { # $1 package pattern, $2 forbidden import regexp, $3 rule
   bad=$(go list -deps -f '{{.ImportPath}}' "$1" 2>/dev/null | grep -E "$2" || true)
   if [ -n "$bad" ]; then echo "layer rule broken: $3: $1 imports $(echo $bad | tr '\n' ' ')"; fail=1; fi
 }
-for p in $(go list ./pkg/... | grep -vE '/internal/(natstest|pgtest|emulator)$'); do
+for p in $(go list ./pkg/... | grep -vE '/internal/(natstest|pgtest|emulator|logtest)$'); do
   check "$p" "^$mod/services/" "pkg never imports services"
 done
 for p in $(go list ./pkg/target/...); do
@@ -20,8 +20,8 @@ check ./pkg/repository "^$mod/pkg/(worker|restore|retention|config|schedule|scru
 for s in worker cli scheduler; do
   check ./services/$s/... "^$mod/services/($(echo worker cli scheduler | tr ' ' '\n' | grep -v "^$s$" | paste -sd'|'))" "a service never imports another"
 done
-for p in ./services/worker ./services/cli ./services/scheduler $(go list ./pkg/... | grep -vE '/internal/(natstest|pgtest|emulator)$|/(targettest|keystest|sourcetest)$'); do
-  check "$p" "^$mod/pkg/(internal/(natstest|pgtest|emulator)|target/targettest|keys/keystest|source/sourcetest)$" "production code never imports test helpers"
+for p in ./services/worker ./services/cli ./services/scheduler $(go list ./pkg/... | grep -vE '/internal/(natstest|pgtest|emulator|logtest)$|/(targettest|keystest|sourcetest)$'); do
+  check "$p" "^$mod/pkg/(internal/(natstest|pgtest|emulator|logtest)|target/targettest|keys/keystest|source/sourcetest)$" "production code never imports test helpers"
 done
 # go directives must agree across modules.
 dirs=$(grep -h '^go ' go.work proto/go.mod pkg/go.mod services/*/go.mod tests/go.mod | sort -u | wc -l)

@@ -14,21 +14,9 @@ import (
 
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/internal/emulator"
+	"github.com/custos-dev/custos/pkg/internal/logtest"
 	"github.com/custos-dev/custos/pkg/target"
 )
-
-// syncBuffer is a log sink safe for the cleanup loop's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // stage writes a staging file as a writer killed in the middle of a Put leaves it, last
 // modified age ago.
@@ -96,7 +84,7 @@ classes: {c: {targets: [local, cloud]}}
 	}()
 	<-r.stalled
 
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cleanup := config.StagingCleanup{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	if err := cleanup.Run(ctx, ts); err != nil {
 		t.Fatalf("Run: %v", err)

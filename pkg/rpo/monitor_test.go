@@ -1,7 +1,6 @@
 package rpo_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/custos-dev/custos/pkg/catalog"
+	"github.com/custos-dev/custos/pkg/internal/logtest"
 	"github.com/custos-dev/custos/pkg/internal/natstest"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/policy"
@@ -62,24 +62,11 @@ type clock struct {
 func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *clock) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.now = t }
 
-// syncBuffer is a log sink safe for the monitor's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 type bundle struct {
 	index   *catalog.Index
 	clock   *clock
 	reader  *sdkmetric.ManualReader
-	logs    *syncBuffer
+	logs    *logtest.Buffer
 	monitor *rpo.Monitor
 	seq     uint64
 }
@@ -97,7 +84,7 @@ func setup(t *testing.T, interval time.Duration) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{index: ix, clock: &clock{now: t0}, reader: sdkmetric.NewManualReader(), logs: &syncBuffer{}}
+	b := &bundle{index: ix, clock: &clock{now: t0}, reader: sdkmetric.NewManualReader(), logs: &logtest.Buffer{}}
 	b.monitor, err = rpo.New(rpo.Config{Index: ix, Policy: p, Interval: interval, Clock: b.clock,
 		Logger:        slog.New(slog.NewTextHandler(b.logs, nil)),
 		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(b.reader))})

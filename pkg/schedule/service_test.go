@@ -1,7 +1,6 @@
 package schedule_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/internal/logtest"
 	"github.com/custos-dev/custos/pkg/internal/natstest"
 	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/schedule"
@@ -115,34 +115,16 @@ func (c *fakeClock) waitIdle(t *testing.T, n int) {
 	}
 }
 
-// syncBuffer collects logs from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type bundle struct {
 	ns     *natstest.Server
 	clock  *fakeClock
 	policy *policy.Policy
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 }
 
 func setup(t *testing.T, p *policy.Policy, start time.Time) *bundle {
 	t.Helper()
-	return &bundle{ns: natstest.Start(t), clock: newFakeClock(start), policy: p, logs: &syncBuffer{}}
+	return &bundle{ns: natstest.Start(t), clock: newFakeClock(start), policy: p, logs: &logtest.Buffer{}}
 }
 
 // service starts a replica; it is stopped at the end of the test.

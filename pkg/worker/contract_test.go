@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/internal/logtest"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 
@@ -24,7 +25,7 @@ import (
 // dead-letter reason, nor the worker's log, nor any span names the URI, the bucket or the object
 // (docs/events.md section 7): a URI may carry a signed token, and names may name customers.
 func TestReferenceErrorsNameNoURI(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	b := setup(t, func(c *Config) {
 		c.MaxDeliver = 2 // one retry (logged, recorded on the span), then the dead letter
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-dev/custos/pkg/audit"
+	"github.com/custos-dev/custos/pkg/internal/logtest"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/target"
 	"github.com/custos-dev/custos/pkg/target/fs"
@@ -50,24 +50,6 @@ func (b *bundle) auditEntries() ([]audit.Entry, [][]byte) {
 	return entries, raw
 }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 // A suspicious-activity event is backed up at once (long before the pack age limit) into a pack
 // that is under legal hold on every target; an ordinary event of the same class in the same run
 // is packed apart and not held. Both triggers that are
@@ -77,7 +59,7 @@ func TestSuspiciousActivityHeldAndAudited(t *testing.T) {
 	rd := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	b := setup(t, func(c *Config) {
 		c.PackMaxDelay = 5 * time.Second // a held pack must not wait for it
 		c.MeterProvider = mp
