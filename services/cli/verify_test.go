@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -93,23 +92,7 @@ func (s *stack) flipOnDisk(t *testing.T, targetDir, name string) {
 // verify runs the verify command and returns its stdout, its stderr and its exit code.
 func (s *stack) verify(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	root := &cobra.Command{Use: "custos", SilenceUsage: true, SilenceErrors: true}
-	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
-	root.AddCommand(verifyCmd())
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(append(append([]string{"verify"}, args...), "--config", s.cfgPath))
-	err := root.ExecuteContext(context.Background())
-	code := 0
-	var ee *exitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.code
-	case err != nil:
-		t.Fatalf("verify %v: %v\n%s", args, err, errOut.String())
-	}
-	return out.String(), errOut.String(), code
+	return s.runCaptured(t, verifyCmd(), append([]string{"verify"}, args...)...)
 }
 
 func summary(t *testing.T, out string) string {
