@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
@@ -235,8 +236,11 @@ func TestRecordsRoundTrip(t *testing.T) {
 		t.Fatalf("erased customer's key after rebuild: %v, want ErrDestroyed", err)
 	}
 	// Its sum is what the task result records.
-	b2, _ := repository.ReadAll(t.Context(), b.targets[1], obj.Name, 1<<20)
-	if s := sha256.Sum256(b2); obj.SHA256 == "" || len(b2) != int(obj.Size) || s == [32]byte{} {
-		t.Fatalf("task manifest object %+v does not match the stored bytes", obj)
+	b2, err := repository.ReadAll(t.Context(), b.targets[1], obj.Name, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := sha256.Sum256(b2); len(b2) != int(obj.Size) || hex.EncodeToString(s[:]) != obj.SHA256 {
+		t.Fatalf("task manifest object %+v does not match the stored bytes (%d bytes, %x)", obj, len(b2), s)
 	}
 }
