@@ -112,6 +112,8 @@ func parseKeyFile(path string, data []byte) (keyFile, error) {
 		f = keyFile{Version: 2, PseudonymKey: f.PseudonymKey, Active: f.KeyID,
 			KEKs: []kekVersion{{KeyID: f.KeyID, KEK: f.KEK}}}
 	case 2:
+	case pseudonymFileVersion:
+		return f, fmt.Errorf("%w: %s holds no KEK (version 3): keys.backend must name the KMS that holds it", ErrKeyFile, path)
 	default:
 		return f, fmt.Errorf("%w: %s: version %d, want 1 or 2", ErrKeyFile, path, f.Version)
 	}
