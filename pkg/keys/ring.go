@@ -45,7 +45,13 @@ type Ring interface {
 // is a KMS, a Ring and a Pseudonymizer.
 type Keyring struct {
 	Ring
-	pseudo Pseudonymizer
+	pseudo Pseudonyms
+}
+
+// Pseudonyms is what the pseudonym key gives: pseudonyms and derived signing keys.
+type Pseudonyms interface {
+	Pseudonymizer
+	Signer
 }
 
 var (
@@ -54,7 +60,7 @@ var (
 )
 
 // NewKeyring joins a KEK ring and a pseudonymizer.
-func NewKeyring(r Ring, p Pseudonymizer) *Keyring { return &Keyring{Ring: r, pseudo: p} }
+func NewKeyring(r Ring, p Pseudonyms) *Keyring { return &Keyring{Ring: r, pseudo: p} }
 
 // Pseudonym returns the customer's keyed pseudonym (see [LocalKMS.Pseudonym]).
 func (k *Keyring) Pseudonym(tenant, customerID string) string {
@@ -155,7 +161,7 @@ const pseudonymFileVersion = 3
 // LoadPseudonyms reads the pseudonym key from a key file of any version. With create, a
 // missing file is created holding a fresh pseudonym key and no KEK (version 3), for the
 // backends that keep the KEK outside the file.
-func LoadPseudonyms(path string, create bool) (Pseudonymizer, error) {
+func LoadPseudonyms(path string, create bool) (Pseudonyms, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && create {
 		f := keyFile{Version: pseudonymFileVersion, PseudonymKey: make([]byte, 32)}
