@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Every Go module of the workspace; deploy/tools is a separate tool module outside go.work.
-MODULES := proto pkg services/worker services/cli services/scheduler tests
+MODULES := proto pkg pkg/target/rclone services/worker services/cli services/scheduler tests
 BIN     := bin
 GOTEST  ?= go test
 TEST_TIMEOUT ?= 15m
@@ -35,7 +35,7 @@ conformance: emulators ## Run the target conformance suite against every target:
 	@bash deploy/conformance.sh
 
 .PHONY: demo-clouds
-demo-clouds: build emulators ## The demo with one replica each in the S3, GCS and Azure emulators plus local disk
+demo-clouds: build emulators ## The demo with one replica each in the S3, GCS and Azure emulators, an SFTP server and local disk
 	$(BIN)/custos demo --clouds --dir .demo
 
 .PHONY: test

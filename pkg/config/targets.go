@@ -63,7 +63,7 @@ func (c *Config) openProvider(ctx context.Context, tc Target) (target.Target, er
 			AccountName: os.Getenv("AZURE_STORAGE_ACCOUNT"), AccountKey: os.Getenv("AZURE_STORAGE_KEY"),
 			SASToken: os.Getenv("AZURE_STORAGE_SAS_TOKEN")})
 	default:
-		return nil, fmt.Errorf("unknown kind %q", tc.Kind)
+		return c.openKind(ctx, tc)
 	}
 }
 

@@ -438,9 +438,9 @@ func (d *decoder) targets(root mapping) []*Target {
 		}
 		if s, n := d.str(m, "kind", true); n != nil && s != "" {
 			switch s {
-			case KindFS, KindS3, KindGCS, KindAzure:
+			case KindFS, KindS3, KindGCS, KindAzure, KindRclone:
 			default:
-				d.fail(n, RuleTargetKind, "%skind %q is not one of fs, s3, gcs, azure", m.where, s)
+				d.fail(n, RuleTargetKind, "%skind %q is not one of fs, s3, gcs, azure, rclone", m.where, s)
 			}
 			t.Kind = s
 		}
@@ -686,12 +686,18 @@ func (d *decoder) immutability(cm mapping, c *Class, p *Policy) Immutability {
 				can = true
 			}
 		}
+		at := mn
+		if at == nil {
+			at = hn
+		}
 		if !can && len(c.Targets) > 0 {
-			at := mn
-			if at == nil {
-				at = hn
-			}
 			d.fail(at, RuleImmutability, "%sno target of the class can lock objects (only s3, gcs and azure targets can); immutability and legal holds need at least one", where)
+		}
+		// An rclone remote never holds an immutable copy, and refuses a locked write.
+		for _, name := range c.Targets {
+			if t := p.Target(name); t != nil && t.Kind == KindRclone {
+				d.fail(at, RuleImmutability, "%starget %q is of kind rclone, which cannot lock objects: it never holds an immutable copy and refuses locked writes; keep it out of classes with immutability or legal holds", where, name)
+			}
 		}
 	}
 	return im

@@ -62,6 +62,9 @@ const (
 	KindS3    = "s3"    // S3-compatible object storage
 	KindGCS   = "gcs"   // Google Cloud Storage
 	KindAzure = "azure" // Azure Blob Storage
+	// KindRclone is a remote reached through rclone (SFTP, WebDAV, Dropbox, Box, Drive, pCloud,
+	// B2): none can lock objects, so it never counts toward a class's immutable copies.
+	KindRclone = "rclone"
 )
 
 // lockable reports whether a target kind can make objects immutable (object lock, retention
@@ -72,7 +75,7 @@ func lockable(kind string) bool { return kind == KindS3 || kind == KindGCS || ki
 // configuration says how to reach it.
 type Target struct {
 	Name    string
-	Kind    string // KindFS, KindS3, KindGCS or KindAzure
+	Kind    string // KindFS, KindS3, KindGCS, KindAzure or KindRclone
 	Offsite bool   // in another location than the primary data (another site or region)
 	Line    int
 }

@@ -36,6 +36,9 @@ var (
 	ErrChecksumMismatch = permanent("checksum mismatch")
 	ErrInvalidName      = permanent("invalid object name")
 	ErrLocked           = permanent("object is locked by retention")
+	// ErrNoLock means the target cannot lock objects (no retention, no legal hold) and so
+	// refused a Put that asked for a lock rather than store the object unlocked.
+	ErrNoLock = permanent("target cannot lock objects")
 	// ErrPermanent matches every error that retrying cannot fix.
 	ErrPermanent = errors.New("permanent target error")
 )

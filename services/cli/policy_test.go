@@ -78,7 +78,7 @@ classes:
 	if !errors.As(err, &ee) || ee.code != 1 || ee.msg != "policy "+path+": 4 errors" {
 		t.Fatalf("err %v", err)
 	}
-	want := `bad.yaml:4:24: target "disk": kind "tape" is not one of fs, s3, gcs, azure (rule target-kind)
+	want := `bad.yaml:4:24: target "disk": kind "tape" is not one of fs, s3, gcs, azure, rclone (rule target-kind)
 bad.yaml:8:17: class "critical": retention.min 1d is shorter than the RPO 48h: the newest backup could expire before the next one is taken (rule retention-min)
 bad.yaml:9:21: class "critical": target "nas" is not defined under targets (rule target)
 bad.yaml:12:5: class "critical": unknown key "colour" (known keys: description, immutability, override_321, override_rpo, replicas, retention, rpo, rto, schedules, targets, timezone) (rule unknown-key)

@@ -196,8 +196,8 @@ func testIdentity(t *testing.T, tg target.Target) {
 	if tg.Name() == "" {
 		t.Error("Name is empty")
 	}
-	if k := tg.Kind(); !slices.Contains([]string{"fs", "s3", "gcs", "azure", "mem"}, k) {
-		t.Errorf("Kind = %q, want one of fs, s3, gcs, azure, mem", k)
+	if k := tg.Kind(); !slices.Contains([]string{"fs", "s3", "gcs", "azure", "mem", "rclone"}, k) {
+		t.Errorf("Kind = %q, want one of fs, s3, gcs, azure, mem, rclone", k)
 	}
 	if err := tg.Close(); err != nil { // the cleanup closes a second time
 		t.Errorf("Close: %v", err)
