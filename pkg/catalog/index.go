@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/pack"
 )
 
@@ -55,7 +56,7 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Index, er
 	if replicas < 1 {
 		replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := broker.EnsureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: DefaultBucket, Description: "Custos catalog index", History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})

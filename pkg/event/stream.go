@@ -2,7 +2,7 @@ package event
 
 import (
 	"context"
-	"fmt"
+	"github.com/custos-dev/custos/pkg/broker"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -10,8 +10,10 @@ import (
 
 // Stream defaults.
 const (
-	// DefaultMaxAge is how long CUSTOS_EVENTS keeps events (limits retention, not work-queue:
-	// events stay for replay and audit after the worker acked them).
+	// DefaultMaxAge is how long CUSTOS_EVENTS keeps an event no worker has settled. With
+	// work-queue retention an event leaves the stream once a worker acknowledges it (its data
+	// is durable in the targets) or dead-letters it: the broker keeps no copy of a body that
+	// the targets hold, and nothing of an erased customer (docs/design.md section 12).
 	DefaultMaxAge = 7 * 24 * time.Hour
 	// DefaultDLQMaxAge is how long CUSTOS_DLQ keeps rejected events.
 	DefaultDLQMaxAge = 30 * 24 * time.Hour
@@ -38,7 +40,7 @@ func (c StreamsConfig) EventsStreamConfig() jetstream.StreamConfig {
 		Name:        StreamName,
 		Description: "Custos trigger events (see docs/events.md)",
 		Subjects:    []string{StreamSubjects},
-		Retention:   jetstream.LimitsPolicy,
+		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      orDefault(c.MaxAge, DefaultMaxAge),
@@ -66,12 +68,28 @@ func (c StreamsConfig) DLQStreamConfig() jetstream.StreamConfig {
 	}
 }
 
-// EnsureStreams creates the CUSTOS_EVENTS and CUSTOS_DLQ streams, or updates them to cfg when
-// they exist. It is idempotent and safe to run from every service at start-up.
+// EnsureStreams binds the CUSTOS_EVENTS and CUSTOS_DLQ streams, creating them with cfg when
+// they do not exist; an existing stream is left as it is (changing one is ApplyStreams', with
+// an admin credential). It is idempotent and safe to run from every service at start-up.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
 	for _, sc := range []jetstream.StreamConfig{cfg.EventsStreamConfig(), cfg.DLQStreamConfig()} {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		if _, err := broker.Ensure(ctx, js, sc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ApplyStreams creates the two streams or updates them to cfg (custos setup, as admin). A
+// stream's retention cannot change in place: a CUSTOS_EVENTS made before work-queue retention
+// keeps limits retention (and so keeps acknowledged bodies until MaxAge) until it is recreated.
+func ApplyStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
+	for _, sc := range []jetstream.StreamConfig{cfg.EventsStreamConfig(), cfg.DLQStreamConfig()} {
+		if s, err := js.Stream(ctx, sc.Name); err == nil && s.CachedInfo().Config.Retention != sc.Retention {
+			sc.Retention = s.CachedInfo().Config.Retention
+		}
+		if _, err := broker.Apply(ctx, js, sc); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -24,13 +24,17 @@ func TestEnsureStreams(t *testing.T) {
 		}
 	}
 	check := func(name string, subjects string, maxAge time.Duration) {
+		want := jetstream.LimitsPolicy
+		if name == event.StreamName {
+			want = jetstream.WorkQueuePolicy // settled events leave the broker
+		}
 		t.Helper()
 		s, err := srv.JS.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := s.CachedInfo().Config
-		if c.Retention != jetstream.LimitsPolicy || c.Storage != jetstream.FileStorage ||
+		if c.Retention != want || c.Storage != jetstream.FileStorage ||
 			c.Duplicates != 2*time.Minute || c.MaxAge != maxAge || len(c.Subjects) != 1 || c.Subjects[0] != subjects {
 			t.Errorf("%s config = %+v", name, c)
 		}
@@ -38,8 +42,12 @@ func TestEnsureStreams(t *testing.T) {
 	check(event.StreamName, "custos.v1.events.>", 7*24*time.Hour)
 	check(event.DLQStreamName, "custos.v1.dlq.>", 30*24*time.Hour)
 
-	// An existing stream is updated.
+	// An existing stream is bound as it is, and updated by ApplyStreams only.
 	if err := event.EnsureStreams(ctx, srv.JS, event.StreamsConfig{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	check(event.StreamName, "custos.v1.events.>", 7*24*time.Hour)
+	if err := event.ApplyStreams(ctx, srv.JS, event.StreamsConfig{MaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	check(event.StreamName, "custos.v1.events.>", time.Hour)

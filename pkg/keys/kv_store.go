@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/custos-dev/custos/pkg/broker"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,16 +66,14 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, kms KMS, opts ...Op
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	// Bind, creating only when missing: a worker's credential may not change the bucket.
+	kv, err := broker.EnsureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      o.bucket,
 		Description: "Custos data keys, wrapped by the KMS",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.replicas,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) { // created by others with other settings
-		kv, err = js.KeyValue(ctx, o.bucket)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("keys: open bucket %s: %w", o.bucket, err)
 	}

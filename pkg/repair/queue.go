@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custos-dev/custos/pkg/broker"
 )
 
 // Bucket is the KV bucket of the repair queue.
@@ -55,7 +57,7 @@ type Queue struct {
 
 // OpenQueue creates the bucket if needed.
 func OpenQueue(ctx context.Context, js jetstream.JetStream, replicas int) (*Queue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := broker.EnsureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Custos replicas missing from a target, waiting for repair",
 		History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
 	})

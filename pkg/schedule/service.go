@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/producer"
@@ -210,7 +211,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := event.EnsureStreams(ctx, s.js, s.cfg.Streams); err != nil {
 		return fmt.Errorf("schedule: %w", err)
 	}
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := broker.EnsureKV(ctx, s.js, jetstream.KeyValueConfig{
 		Bucket:      s.cfg.Bucket,
 		Description: "Custos scheduler: one record per tick or deadline fired or skipped (docs/policy.md)",
 		History:     1,

@@ -31,6 +31,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/source"
 	"github.com/custos-dev/custos/pkg/telemetry"
 )
@@ -150,7 +151,7 @@ type Store struct {
 // Open creates the stream and buckets if needed.
 func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
 	replicas = max(replicas, 1)
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := broker.Ensure(ctx, js, jetstream.StreamConfig{
 		Name: TaskStream, Description: "Custos snapshot tasks, shared by every worker",
 		Subjects: []string{TaskSubject + ">"}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: 10 * time.Minute,
@@ -159,13 +160,13 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 		return nil, fmt.Errorf("snapshot: task stream: %w", err)
 	}
 	s := &Store{js: js}
-	if s.jobs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if s.jobs, err = broker.EnsureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: JobsBucket, Description: "Custos snapshot jobs and task results", History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("snapshot: jobs bucket: %w", err)
 	}
-	if s.snaps, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if s.snaps, err = broker.EnsureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: SnapshotsBucket, Description: "Custos committed snapshots", History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	}); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/pack"
 )
 
@@ -41,7 +42,7 @@ type Records struct {
 
 // OpenRecords creates the bucket if needed.
 func OpenRecords(ctx context.Context, js jetstream.JetStream, replicas int) (*Records, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := broker.EnsureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: RecordsBucket, Description: "Custos dedup cache: newest stored item per record", History: 1,
 		Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
 	})

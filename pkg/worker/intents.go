@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/custos-dev/custos/pkg/audit"
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/pack"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
@@ -54,7 +55,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream) error {
 	if err := audit.EnsureStream(ctx, js); err != nil {
 		return err
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := broker.Ensure(ctx, js, jetstream.StreamConfig{
 		Name: IntentStream, Description: "Custos pack intents",
 		Subjects: []string{IntentSubjectPrefix + ">"}, Storage: jetstream.FileStorage,
 		Retention: jetstream.LimitsPolicy, MaxAge: 24 * time.Hour, Duplicates: 2 * time.Minute,
