@@ -27,18 +27,28 @@ type Cloud struct {
 	// Env is the environment a worker needs for the SDK's standard credential chain to find the
 	// emulator's (well-known, local-only) credentials.
 	Env []string
+	// WorkerEnv, when set, is Env with a least-privilege credential instead of the emulator's
+	// root: enough for a worker's target (store with locks, read, list, delete unlocked
+	// objects), not to change locks, the bucket's lock configuration or policy, or delete the
+	// bucket. S3 only (S3WorkerPolicy).
+	WorkerEnv []string
 	// Target is the YAML of one entry of the config's targets list (without the name line).
 	Target string
 }
 
-// Development-only credentials of the local S3 emulator; never used outside the dev stack.
+// Development-only credentials of the local S3 emulator, its root and a worker user; never used
+// outside the dev stack.
 const (
-	devS3AccessKey = "custos-dev"
-	devS3SecretKey = "custos-dev-secret"
+	devS3AccessKey       = "custos-dev"
+	devS3SecretKey       = "custos-dev-secret"
+	devS3WorkerAccessKey = "custos-dev-worker"
+	devS3WorkerSecretKey = "custos-dev-worker-secret"
 )
 
 // StartS3 runs VersityGW (installed by `make emulators`) on a free port with its data under dir,
 // and creates bucket with Object Lock enabled, so retention is enforced as on a real service.
+// Env holds the root credential; WorkerEnv a user of the emulator's IAM (under dir/iam) that
+// the bucket's policy allows only what a worker needs (S3WorkerPolicy).
 func StartS3(ctx context.Context, dir, bucket string) (*Cloud, error) {
 	bin, err := Tool("bin/versitygw")
 	if err != nil {
@@ -51,8 +61,8 @@ func StartS3(ctx context.Context, dir, bucket string) (*Cloud, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, versions := filepath.Join(dir, "data"), filepath.Join(dir, "versions")
-	for _, d := range []string{data, versions} {
+	data, versions, iam := filepath.Join(dir, "data"), filepath.Join(dir, "versions"), filepath.Join(dir, "iam")
+	for _, d := range []string{data, versions, iam} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
@@ -65,7 +75,8 @@ func StartS3(ctx context.Context, dir, bucket string) (*Cloud, error) {
 	})
 	p, err := StartProcess(Spec{
 		Name: "versitygw", Path: bin, Dir: dir, Port: port,
-		Args: []string{"--port", fmt.Sprintf("127.0.0.1:%d", port), "--quiet", "posix", "--versioning-dir", versions, data},
+		// --iam-dir: the gateway's own IAM, which holds the worker user.
+		Args: []string{"--port", fmt.Sprintf("127.0.0.1:%d", port), "--quiet", "--iam-dir", iam, "posix", "--versioning-dir", versions, data},
 		Env:  []string{"ROOT_ACCESS_KEY_ID=" + devS3AccessKey, "ROOT_SECRET_ACCESS_KEY=" + devS3SecretKey},
 		Ready: func(ctx context.Context) error {
 			_, err := client.ListBuckets(ctx, &awss3.ListBucketsInput{})
@@ -80,10 +91,22 @@ func StartS3(ctx context.Context, dir, bucket string) (*Cloud, error) {
 		p.Stop()
 		return nil, fmt.Errorf("devstack: create bucket %s: %w", bucket, err)
 	}
+	root := aws.Credentials{AccessKeyID: devS3AccessKey, SecretAccessKey: devS3SecretKey}
+	err = CreateS3User(ctx, endpoint, root, S3User{AccessKey: devS3WorkerAccessKey, SecretKey: devS3WorkerSecretKey, Role: "user"})
+	if err == nil {
+		_, err = client.PutBucketPolicy(ctx, &awss3.PutBucketPolicyInput{
+			Bucket: aws.String(bucket), Policy: aws.String(S3WorkerPolicy(bucket, devS3WorkerAccessKey)),
+		})
+	}
+	if err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("devstack: worker user for bucket %s: %w", bucket, err)
+	}
 	return &Cloud{
 		Process: p, Kind: "s3", Endpoint: endpoint,
-		Env:    []string{"AWS_ACCESS_KEY_ID=" + devS3AccessKey, "AWS_SECRET_ACCESS_KEY=" + devS3SecretKey, "AWS_REGION=us-east-1"},
-		Target: fmt.Sprintf("    kind: s3\n    provider: versitygw\n    endpoint: %s\n    bucket: %s\n", endpoint, bucket),
+		Env:       []string{"AWS_ACCESS_KEY_ID=" + devS3AccessKey, "AWS_SECRET_ACCESS_KEY=" + devS3SecretKey, "AWS_REGION=us-east-1"},
+		WorkerEnv: []string{"AWS_ACCESS_KEY_ID=" + devS3WorkerAccessKey, "AWS_SECRET_ACCESS_KEY=" + devS3WorkerSecretKey, "AWS_REGION=us-east-1"},
+		Target:    fmt.Sprintf("    kind: s3\n    provider: versitygw\n    endpoint: %s\n    bucket: %s\n", endpoint, bucket),
 	}, nil
 }
 

@@ -5,7 +5,14 @@
 package devstack
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,16 +23,39 @@ type NATS struct {
 	srv *server.Server
 }
 
+// NATSOption configures StartNATS.
+type NATSOption func(*server.Options)
+
+// WithStoreKey encrypts the JetStream store at rest (ChaCha20-Poly1305) under key: every stream
+// and bucket file under dir is ciphertext, so a copy of the directory, or a grep of it, shows no
+// event body, key record or pseudonym. Keep the key apart from dir.
+func WithStoreKey(key string) NATSOption {
+	return func(o *server.Options) {
+		o.JetStreamKey = key
+		o.JetStreamCipher = server.ChaCha
+	}
+}
+
+// WithUsers requires every client to authenticate as one of users (NKeys), each limited to its
+// role's subjects (see package natsauth).
+func WithUsers(users []*server.NkeyUser) NATSOption {
+	return func(o *server.Options) { o.Nkeys = users }
+}
+
 // StartNATS starts a JetStream server on host:port (port -1 picks a free one), storing in dir.
-func StartNATS(dir, host string, port int) (*NATS, error) {
+func StartNATS(dir, host string, port int, opts ...NATSOption) (*NATS, error) {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	srv, err := server.NewServer(&server.Options{
+	o := &server.Options{
 		ServerName: "custos-dev", Host: host, Port: port,
 		JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
 		MaxPayload: 1 << 20,
-	})
+	}
+	for _, opt := range opts {
+		opt(o)
+	}
+	srv, err := server.NewServer(o)
 	if err != nil {
 		return nil, fmt.Errorf("devstack: nats-server: %w", err)
 	}
@@ -35,6 +65,43 @@ func StartNATS(dir, host string, port int) (*NATS, error) {
 		return nil, fmt.Errorf("devstack: nats-server did not become ready")
 	}
 	return &NATS{srv: srv}, nil
+}
+
+// LoadOrCreateStoreKey reads the JetStream store key at path, or creates it (64 hex digits of
+// random, mode 0600) when missing. Losing it loses the broker's state, never a backup: the
+// targets are the record (docs/design.md section 11).
+func LoadOrCreateStoreKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k := strings.TrimSpace(string(b))
+		if len(k) < 32 {
+			return "", fmt.Errorf("devstack: store key %s is shorter than 32 characters", path)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("devstack: read store key: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	k := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return LoadOrCreateStoreKey(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("devstack: create store key: %w", err)
+	}
+	_, err = f.WriteString(k + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return k, err
 }
 
 // URL is the client URL.

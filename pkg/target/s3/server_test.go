@@ -38,8 +38,8 @@ func startServer(t *testing.T) *server {
 	t.Helper()
 	bin := emulator.Tool(t, "bin/versitygw")
 	dir := t.TempDir()
-	data, versions := filepath.Join(dir, "data"), filepath.Join(dir, "versions")
-	for _, d := range []string{data, versions} {
+	data, versions, iam := filepath.Join(dir, "data"), filepath.Join(dir, "versions"), filepath.Join(dir, "iam")
+	for _, d := range []string{data, versions, iam} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -59,8 +59,9 @@ func startServer(t *testing.T) *server {
 		Name: "versitygw",
 		Path: bin,
 		// Global options go before the backend command. --versioning-dir enables bucket
-		// versioning, without which the posix backend refuses Object Lock buckets.
-		Args: []string{"--port", fmt.Sprintf("127.0.0.1:%d", port), "--quiet", "posix", "--versioning-dir", versions, data},
+		// versioning, without which the posix backend refuses Object Lock buckets. --iam-dir
+		// runs the gateway's own IAM, so root can create users (createUser).
+		Args: []string{"--port", fmt.Sprintf("127.0.0.1:%d", port), "--quiet", "--iam-dir", iam, "posix", "--versioning-dir", versions, data},
 		// Credentials through the environment, not the command line that ps shows.
 		Env:  []string{"ROOT_ACCESS_KEY_ID=" + accessKey, "ROOT_SECRET_ACCESS_KEY=" + secretKey},
 		Port: port,
