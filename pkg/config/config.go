@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/custos-dev/custos/pkg/erasure"
 	"io"
 	"os"
 	"path/filepath"
@@ -24,23 +25,48 @@ type Config struct {
 	Classes   map[string]Class `yaml:"classes"`
 	Worker    Worker           `yaml:"worker"`
 	Telemetry Telemetry        `yaml:"telemetry"`
-	dir       string
+	// Erasure says how deletion requests are authenticated and carried out.
+	Erasure erasure.Policy `yaml:"erasure"`
+	dir     string
 }
 
 // NATS says where the broker is.
 type NATS struct {
 	URL string `yaml:"url"`
-	// CredsFile is a NATS credentials file; empty for none.
+	// CredsFile is a NATS credentials file (JWT and seed, for operator-mode servers); empty
+	// for none.
 	CredsFile string `yaml:"creds_file"`
+	// SeedFile is an NKey seed file written by `custos auth generate` (one per role, see
+	// deploy/nats/README.md); empty for none. The role it names also sets the reply inbox
+	// the role may read.
+	SeedFile string `yaml:"seed_file"`
 }
 
 // Keys says where the key-encryption key lives.
 type Keys struct {
-	// File is the local key file of the embedded default KMS. Relative paths are relative to the
-	// configuration file.
+	// File is the local key file. With backend "file" (the embedded default) it holds the KEK
+	// versions and the pseudonym key; with another backend, the pseudonym key only. Relative
+	// paths are relative to the configuration file.
 	File string `yaml:"file"`
-	// Create makes the key file on first use (dev stack only).
+	// Create makes the key file (and, with another backend, the first KEK version) on first use
+	// (dev stack only).
 	Create bool `yaml:"create"`
+	// Backend holds the KEK: "file" (default), "pkcs11" or "aws_kms" (docs/kms-*.md).
+	Backend string `yaml:"backend"`
+	// PKCS11 configures the pkcs11 backend; the PIN comes from the file PINFile or the
+	// environment variable CUSTOS_PKCS11_PIN, never from this file.
+	PKCS11 struct {
+		Module      string `yaml:"module"`
+		TokenLabel  string `yaml:"token_label"`
+		PINFile     string `yaml:"pin_file"`
+		LabelPrefix string `yaml:"label_prefix"`
+	} `yaml:"pkcs11"`
+	// AWSKMS configures the aws_kms backend; credentials come from the SDK's standard chain.
+	AWSKMS struct {
+		Endpoint string `yaml:"endpoint"`
+		Region   string `yaml:"region"`
+		Alias    string `yaml:"alias"`
+	} `yaml:"aws_kms"`
 }
 
 // Target is one storage target.
@@ -61,6 +87,9 @@ type Target struct {
 	Prefix    string `yaml:"prefix"`     // s3, gcs, azure: prepended to every object name
 	PathStyle bool   `yaml:"path_style"` // s3: path-style addressing
 	LockMode  string `yaml:"lock_mode"`  // s3: GOVERNANCE or COMPLIANCE for retained objects
+	// Options are the settings of a kind registered outside pkg (rclone: the backend's options);
+	// never secrets. See registry.go.
+	Options Options `yaml:"options"`
 	// Concurrency bounds operations in flight on this target. Default 16.
 	Concurrency int `yaml:"concurrency"`
 	// Attempts bounds tries per operation (retry with backoff and jitter). Default 5.
@@ -113,6 +142,9 @@ type Worker struct {
 	// DefaultScrubRate; 0s turns the scrub off. See ScrubEvery and ScrubBytesPerSecond.
 	ScrubInterval *time.Duration `yaml:"scrub_interval"`
 	ScrubRate     int64          `yaml:"scrub_rate"`
+	// ErasureInterval is how often the worker looks for erasures whose grace period ended
+	// (default 30s; see the erasure section).
+	ErasureInterval time.Duration `yaml:"erasure_interval"`
 }
 
 // Scrub defaults.
@@ -172,6 +204,14 @@ func (c *Config) Validate() error {
 	if c.Keys.File == "" {
 		errs = append(errs, errors.New("keys.file is required"))
 	}
+	switch c.Keys.Backend {
+	case "", "file", "pkcs11", "aws_kms":
+	default:
+		errs = append(errs, fmt.Errorf("keys.backend %q: want file, pkcs11 or aws_kms", c.Keys.Backend))
+	}
+	if err := c.Erasure.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	names := map[string]bool{}
 	for i, t := range c.Targets {
 		switch {
@@ -195,7 +235,9 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("targets[%d] %q: endpoint (account URL) and container are required for kind azure", i, t.Name))
 			}
 		default:
-			errs = append(errs, fmt.Errorf("targets[%d] %q: unknown kind %q (supported: fs, s3, gcs, azure)", i, t.Name, t.Kind))
+			if err := c.validateKind(t); err != nil {
+				errs = append(errs, fmt.Errorf("targets[%d] %q: %w", i, t.Name, err))
+			}
 		}
 	}
 	sources, serrs := c.validateSources()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/keys"
+	"github.com/custos-dev/custos/pkg/natsauth"
 	"github.com/custos-dev/custos/pkg/repair"
 	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/snapshot"
@@ -22,7 +23,7 @@ import (
 type Parts struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
-	KMS     *keys.LocalKMS
+	KMS     *keys.Keyring
 	Keys    *keys.KVStore
 	Index   *catalog.Index
 	Repairs *repair.Queue
@@ -45,12 +46,9 @@ func (c *Config) Open(ctx context.Context, name string, log *slog.Logger) (*Part
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") })}
-	if c.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.Path(c.NATS.CredsFile)))
-	}
 	var err error
-	if p.NC, err = nats.Connect(c.NATS.URL, opts...); err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", c.NATS.URL, err)
+	if p.NC, err = c.ConnectNATS(opts...); err != nil {
+		return nil, err
 	}
 	fail := func(err error) (*Parts, error) {
 		p.Close()
@@ -59,12 +57,7 @@ func (c *Config) Open(ctx context.Context, name string, log *slog.Logger) (*Part
 	if p.JS, err = jetstream.New(p.NC); err != nil {
 		return fail(err)
 	}
-	if c.Keys.Create {
-		p.KMS, err = keys.LoadOrCreateKeyFile(c.Path(c.Keys.File))
-	} else {
-		p.KMS, err = keys.LoadKeyFile(c.Path(c.Keys.File))
-	}
-	if err != nil {
+	if p.KMS, err = c.OpenKeyring(ctx, c.Keys.Create); err != nil {
 		return fail(err)
 	}
 	if p.Keys, err = keys.NewKVStore(ctx, p.JS, p.KMS); err != nil {
@@ -88,6 +81,29 @@ func (c *Config) Open(ctx context.Context, name string, log *slog.Logger) (*Part
 	return p, nil
 }
 
+// ConnectNATS connects to the broker with the configured credential (creds_file or
+// seed_file) besides opts.
+func (c *Config) ConnectNATS(opts ...nats.Option) (*nats.Conn, error) {
+	if c.NATS.CredsFile != "" && c.NATS.SeedFile != "" {
+		return nil, errors.New("nats: give creds_file or seed_file, not both")
+	}
+	if c.NATS.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.Path(c.NATS.CredsFile)))
+	}
+	if c.NATS.SeedFile != "" {
+		o, err := natsauth.ConnectOption(c.Path(c.NATS.SeedFile))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(c.NATS.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", c.NATS.URL, err)
+	}
+	return nc, nil
+}
+
 // Close releases every part. Safe on a partly opened Parts.
 func (p *Parts) Close() error {
 	var errs []error
@@ -96,6 +112,9 @@ func (p *Parts) Close() error {
 	}
 	if p.Keys != nil {
 		errs = append(errs, p.Keys.Close())
+	}
+	if p.KMS != nil {
+		errs = append(errs, p.KMS.Close())
 	}
 	if p.NC != nil {
 		errs = append(errs, p.NC.Drain())
@@ -115,18 +134,19 @@ func (p *Parts) Repository() *repository.Reader {
 // Offline are the parts that need no broker: the key file and the targets. Restores and
 // rebuilds from a target use them (docs/design.md section 11).
 type Offline struct {
-	KMS     *keys.LocalKMS
+	KMS     *keys.Keyring
 	Targets []target.Target
 }
 
 // OpenOffline loads the key file (never creating one) and opens the targets, without NATS.
 func (c *Config) OpenOffline(ctx context.Context) (*Offline, error) {
-	kms, err := keys.LoadKeyFile(c.Path(c.Keys.File))
+	kms, err := c.OpenKeyring(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	ts, err := c.OpenTargets(ctx)
 	if err != nil {
+		kms.Close()
 		return nil, err
 	}
 	return &Offline{KMS: kms, Targets: ts}, nil
@@ -137,6 +157,9 @@ func (o *Offline) Close() error {
 	var errs []error
 	for _, t := range o.Targets {
 		errs = append(errs, t.Close())
+	}
+	if o.KMS != nil {
+		errs = append(errs, o.KMS.Close())
 	}
 	return errors.Join(errs...)
 }

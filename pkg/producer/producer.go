@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/custos-dev/custos/pkg/erasure"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/telemetry"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
@@ -177,6 +178,15 @@ func (p *Producer) prepare(msg proto.Message, opts []PublishOption) (*event.Even
 	subject, hdr, data, err := p.o.limits.Encode(ev, "")
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %w", ErrInvalidEvent, ev.Type, err)
+	}
+	if dr := ev.DeletionRequest(); dr != nil && po.signKey != nil {
+		if dr.GetRequestedBy() != po.signer {
+			return nil, nil, fmt.Errorf("%w: requested_by must be the signer %q", ErrInvalidEvent, po.signer)
+		}
+		m := dr.GetMeta()
+		erasure.SignRequest(hdr, erasure.RequestFields{EventID: m.GetEventId(), Tenant: m.GetTenant(),
+			CustomerID: m.GetCustomerId(), Class: m.GetDataClass(), RequestedBy: dr.GetRequestedBy(),
+			Time: m.GetTime().AsTime()}, po.signer, po.signKey)
 	}
 	return ev, &nats.Msg{Subject: subject, Header: hdr, Data: data}, nil
 }

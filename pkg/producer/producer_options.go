@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"crypto/ed25519"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -39,6 +40,14 @@ const (
 type publishOptions struct {
 	contentType string
 	subject     string
+	signer      string
+	signKey     ed25519.PrivateKey
+}
+
+// WithSignature signs a deletion request as signer (its requested_by) with key, for workers
+// whose erasure policy lists requesters (docs/design.md section 12). Other events ignore it.
+func WithSignature(signer string, key ed25519.PrivateKey) PublishOption {
+	return publishOptionFunc(func(o *publishOptions) { o.signer, o.signKey = signer, key })
 }
 
 type optionFunc func(*options)

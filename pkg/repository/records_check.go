@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/custos-dev/custos/pkg/target"
 )
@@ -184,13 +185,26 @@ func replaceRecord(ctx context.Context, t target.Target, name string, good []byt
 // putOnce writes b under name create-only; an existing object with the same bytes is success.
 func putOnce(ctx context.Context, t target.Target, name string, b []byte, opts target.PutOptions) error {
 	opts.SHA256 = sha256.Sum256(b)
-	err := t.Put(ctx, name, bytes.NewReader(b), int64(len(b)), opts)
+	err := putKept(ctx, t, name, b, opts)
 	if errors.Is(err, target.ErrExists) {
 		got, rerr := ReadAll(ctx, t, name, int64(len(b)))
 		if rerr == nil && bytes.Equal(got, b) {
 			return nil
 		}
 		return fmt.Errorf("%s exists with other bytes: %w", name, err)
+	}
+	return err
+}
+
+// putKept writes an object whose lock is a safeguard, not a requirement of its class (key
+// envelopes, audit exports and checkpoints, which every target gets): a target that cannot lock
+// (target.ErrNoLock) stores it unlocked rather than not at all. Class data never goes through
+// here: the policy keeps targets that cannot lock out of classes that need locks.
+func putKept(ctx context.Context, t target.Target, name string, b []byte, opts target.PutOptions) error {
+	err := t.Put(ctx, name, bytes.NewReader(b), int64(len(b)), opts)
+	if errors.Is(err, target.ErrNoLock) {
+		opts.RetainUntil, opts.LegalHold = time.Time{}, false
+		err = t.Put(ctx, name, bytes.NewReader(b), int64(len(b)), opts)
 	}
 	return err
 }

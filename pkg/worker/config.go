@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"github.com/custos-dev/custos/pkg/erasure"
 	"log/slog"
 	"os"
 	"time"
@@ -86,6 +87,10 @@ type Config struct {
 	ReplicaGrace time.Duration
 	// DrainTimeout bounds how long Stop waits for held work before handing it back. Default 30 s.
 	DrainTimeout time.Duration
+	// Erasure is how deletion requests are authenticated and carried out; ErasureInterval is
+	// how often the worker looks for requests whose grace period ended (default 30 s).
+	Erasure         erasure.Policy
+	ErasureInterval time.Duration
 	// Logger and Clock are injected so tests can read logs and fake time.
 	Logger *slog.Logger
 	Clock  func() time.Time
@@ -122,6 +127,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
+	}
+	if c.ErasureInterval <= 0 {
+		c.ErasureInterval = 30 * time.Second
+	}
+	if err := c.Erasure.Validate(); err != nil {
+		return err
 	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 5

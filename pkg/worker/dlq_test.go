@@ -3,17 +3,19 @@ package worker
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/custos-dev/custos/pkg/deadletter"
 	"github.com/custos-dev/custos/pkg/event"
 )
 
-// A bad event so close to the broker's max_payload that its copy with the dead-letter headers
-// does not fit is still dead-lettered (without its body, saying where the body is), not handed
-// back forever.
+// A bad event so close to the broker's max_payload that its sealed copy with the dead-letter
+// headers does not fit in one message is dead-lettered in parts, whole, not handed back forever
+// and not cut: with work-queue retention the events stream keeps no copy once it is settled.
 func TestDeadLetterOfAnEventAtMaxPayload(t *testing.T) {
 	b := setup(t)
 	b.startWorker()
@@ -22,36 +24,58 @@ func TestDeadLetterOfAnEventAtMaxPayload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj, hdr, _, err := event.Encode(good, event.ContentTypeJSON)
+	subj, hdr, _, err := event.Encode(good, event.ContentTypeProtobuf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdrSize := 0
-	for k, vs := range hdr {
-		for _, v := range vs {
-			hdrSize += len(k) + len(v) + 4
-		}
+	// Random bytes (incompressible, not a protobuf) filling the message to just under
+	// max_payload.
+	room := int(b.ns.Conn.MaxPayload()) - event.MessageSize(hdr, nil) - 64
+	data := make([]byte, room)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
 	}
-	// Malformed JSON filling the message to a little under max_payload.
-	room := int(b.ns.Conn.MaxPayload()) - hdrSize - 64
-	data := append([]byte(`{"meta": {`), bytes.Repeat([]byte(" "), room-10)...)
+	data[0] = 0xff // never a valid protobuf field
 	if _, err := b.ns.JS.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: hdr, Data: data}); err != nil {
 		t.Fatalf("publish an event just under max_payload: %v", err)
 	}
 	b.waitSettled()
 	dl := b.dlq()
-	if len(dl) != 1 {
-		t.Fatalf("%d dead letters, want 1", len(dl))
+	if len(dl) < 2 {
+		t.Fatalf("%d dead-letter messages, want the event split in parts", len(dl))
 	}
-	m := dl[0]
-	if !strings.Contains(m.Header.Get(HeaderDLQReason), "malformed") {
-		t.Errorf("reason %q", m.Header.Get(HeaderDLQReason))
+	var parts []deadletter.Part
+	for _, m := range dl {
+		if !strings.Contains(m.Header.Get(HeaderDLQReason), "malformed") {
+			t.Errorf("reason %q", m.Header.Get(HeaderDLQReason))
+		}
+		if m.Header.Get(HeaderDLQSeq) == "" {
+			t.Error("dead letter does not name the original sequence")
+		}
+		parts = append(parts, deadletter.Part{Header: m.Header, Data: m.Data})
 	}
-	body := m.Header.Get(HeaderDLQBody)
-	if len(m.Data) != 0 || !strings.HasPrefix(body, "omitted:") || !strings.Contains(body, event.StreamName) {
-		t.Errorf("dead letter holds %d body bytes and %s %q; want none, with where the body is", len(m.Data), HeaderDLQBody, body)
+	got, err := deadletter.Open(ctx, b.keys, parts)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reassembled dead letter: err = %v, same bytes = %v", err, bytes.Equal(got, data))
 	}
-	if m.Header.Get(HeaderDLQSeq) == "" {
-		t.Error("dead letter does not name the original sequence")
+	if _, err := deadletter.Open(ctx, b.keys, parts[1:]); err == nil {
+		t.Fatal("a dead letter with a part missing opened")
 	}
+	if n := b.eventsLeft(); n != 0 {
+		t.Fatalf("the events stream still holds %d messages after the event was settled", n)
+	}
+}
+
+// eventsLeft is how many messages CUSTOS_EVENTS still holds.
+func (b *bundle) eventsLeft() uint64 {
+	b.t.Helper()
+	s, err := b.ns.JS.Stream(context.Background(), event.StreamName)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return info.State.Msgs
 }

@@ -23,6 +23,9 @@ type heldMsg struct {
 	span      trace.Span
 	// audit is the entry to append once the event is settled; nil for events not audited.
 	audit *audit.Entry
+	// scope is the pseudonym of the customer the event concerns, once decoded; a dead letter
+	// is sealed under its data key.
+	scope string
 	// snapshot is the id of the snapshot job the event planned, for its audit entry.
 	snapshot string
 }

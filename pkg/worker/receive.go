@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/custos-dev/custos/pkg/deadletter"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
@@ -27,10 +25,9 @@ const (
 	HeaderDLQSeq        = "Custos-Dlq-Stream-Seq"
 	HeaderDLQDeliveries = "Custos-Dlq-Deliveries"
 	HeaderDLQTime       = "Custos-Dlq-Time"
-	// HeaderDLQBody is set when the body could not be copied: the copy with the dead-letter
-	// headers would exceed the broker's max_payload. The event stays in CUSTOS_EVENTS at
-	// Custos-Dlq-Stream-Seq until that stream's age limit.
-	HeaderDLQBody = "Custos-Dlq-Body"
+	// HeaderDLQBody is set when the dead letter holds no body, and says why (the customer
+	// was erased). Bodies are sealed under the customer's data key (package deadletter).
+	HeaderDLQBody = deadletter.HeaderBody
 )
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
@@ -80,6 +77,9 @@ func (w *Worker) receive(h *heldMsg) {
 		h.span.SetAttributes(attribute.String("messaging.message.id", id))
 	}
 	h.audit = w.auditEntry(ev)
+	if ev.Meta.GetCustomerId() != "" {
+		h.scope = w.pseudonym(ev.Meta)
+	}
 	if h.delivered > 1 {
 		w.count(func(s *Stats) { s.Redelivered++ })
 		if w.resumeIntent(h) {
@@ -145,6 +145,7 @@ func (w *Worker) backup(h *heldMsg, meta *custosv1.Meta, records []*custosv1.Rec
 	items, err := w.sealInline(h.ctx, h.seq, meta, records)
 	if err != nil {
 		if errors.Is(err, keys.ErrDestroyed) {
+			// Recorded without its body: nothing of an erased customer is kept.
 			w.deadLetter(h, "customer was erased; refusing to back up new data for it")
 			return
 		}
@@ -183,73 +184,6 @@ func (w *Worker) sealInline(ctx context.Context, seq uint64, meta *custosv1.Meta
 	}
 	w.count(func(s *Stats) { s.Items += int64(len(items)) })
 	return items, nil
-}
-
-// erase destroys a customer's data key: every stored copy becomes unreadable at once.
-func (w *Worker) erase(h *heldMsg, m *custosv1.DeletionRequest) {
-	pseudo := w.pseudonym(m.GetMeta())
-	ctx, span := w.tracer.Start(h.ctx, "erase", trace.WithAttributes(attribute.String("custos.customer", pseudo)))
-	defer span.End()
-	// The targets record the erasure before the key store does: a destroyed key with no erasure
-	// record is read as tampering, never as an erasure (docs/design.md section 11).
-	// The request's own time, so a redelivered request writes the same record bytes.
-	if err := w.writeErasure(ctx, pseudo, m.GetMeta().GetTime().AsTime()); err != nil {
-		h.retryLater(fmt.Errorf("write erasure record: %w", err))
-		return
-	}
-	if err := w.deps.Keys.Destroy(ctx, pseudo); err != nil {
-		h.retryLater(fmt.Errorf("destroy data key: %w", err))
-		return
-	}
-	if w.deps.Records != nil {
-		// The dedup cache only points at items that are now unreadable; drop it (best effort).
-		if err := w.deps.Records.Forget(ctx, pseudo); err != nil {
-			w.log.Warn("dedup cache of an erased customer not dropped", "customer", pseudo, "err", err)
-		}
-	}
-	w.log.Info("customer erased (data key destroyed)", "customer", pseudo)
-	w.count(func(s *Stats) { s.Erased++ })
-	h.ack()
-}
-
-// deadLetter copies the event with the reason to the dead-letter stream and terminates it. If
-// the copy cannot be stored, the event is naked instead: it is never dropped.
-func (w *Worker) deadLetter(h *heldMsg, reason string) {
-	msg := h.msg
-	hdr := nats.Header{}
-	for k, v := range msg.Headers() {
-		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-") {
-			continue
-		}
-		hdr[k] = v
-	}
-	hdr.Set(HeaderDLQReason, reason)
-	hdr.Set(HeaderDLQSubject, msg.Subject())
-	hdr.Set(HeaderDLQSeq, itoa(h.seq))
-	hdr.Set(HeaderDLQDeliveries, itoa(h.delivered))
-	hdr.Set(HeaderDLQTime, w.cfg.Clock().UTC().Format(time.RFC3339Nano))
-	hdr.Set(nats.MsgIdHdr, "dlq-"+itoa(h.seq))
-	subj := event.DLQSubjectPrefix + strings.TrimPrefix(msg.Subject(), event.SubjectPrefix)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := w.deps.JS.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: hdr, Data: msg.Data()})
-	if errors.Is(err, nats.ErrMaxPayload) {
-		// An event close to max_payload cannot be copied with the headers added. Handing it
-		// back would redeliver it forever: record it without its body instead, naming where
-		// the body still is.
-		hdr.Set(HeaderDLQBody, fmt.Sprintf("omitted: %d bytes, over the broker's max_payload with these headers; the event stays in %s at sequence %d until its age limit",
-			len(msg.Data()), event.StreamName, h.seq))
-		_, err = w.deps.JS.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: hdr})
-	}
-	if err != nil {
-		w.log.Error("dead-letter publish failed; event handed back", "seq", h.seq, "err", err)
-		h.nak(time.Second)
-		return
-	}
-	w.log.Warn("event dead-lettered", "seq", h.seq, "subject", msg.Subject(), "reason", reason)
-	w.auditDeadLettered(h)
-	w.count(func(s *Stats) { s.DeadLettered++ })
-	h.term(errors.New(reason))
 }
 
 var _ = proto.Clone

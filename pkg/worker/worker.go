@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/custos-dev/custos/pkg/erasure"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -47,6 +48,9 @@ type Deps struct {
 	Snapshots *snapshot.Store
 	Records   *snapshot.Records
 	Sources   map[string]source.Source
+	// KEKs, when set, names the KEK versions in deletion certificates (which versions must be
+	// destroyed for locked copies to be unreadable too).
+	KEKs keys.Ring
 }
 
 // Stats counts what a worker did; read it with Worker.Stats.
@@ -81,6 +85,10 @@ type Worker struct {
 	audit      *audit.Log
 	alerts     metric.Int64Counter
 	commitLoop *periodic.Loop
+	// erasures holds deletion requests; signer signs their certificates.
+	erasures    *erasure.Store
+	signer      keys.Signer
+	erasureLoop *periodic.Loop
 
 	sem     chan struct{} // one slot per held event
 	commits chan *batch
@@ -172,6 +180,14 @@ func (w *Worker) Start(ctx context.Context) error {
 	if w.audit, err = audit.Open(ctx, w.deps.JS); err != nil {
 		return err
 	}
+	signer, ok := w.deps.Pseudonyms.(keys.Signer)
+	if !ok {
+		return errors.New("worker: the pseudonymizer gives no signing key for deletion certificates")
+	}
+	w.signer = signer
+	if w.erasures, err = erasure.Open(ctx, w.deps.JS, 1); err != nil {
+		return err
+	}
 	w.events, err = w.deps.JS.Stream(ctx, event.StreamName)
 	if err != nil {
 		return fmt.Errorf("worker: events stream: %w", err)
@@ -223,7 +239,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.wg.Add(2)
 	go w.consume()
 	go w.heartbeat()
-	if err := w.startTasks(ctx); err != nil {
+	err = w.startTasks(ctx)
+	if err == nil {
+		err = w.startErasures(w.runCtx)
+	}
+	if err != nil {
 		w.cancel()
 		w.abortWork()
 		w.iter.Stop()
@@ -286,6 +306,9 @@ wait:
 	}
 	if w.commitLoop != nil {
 		_ = w.commitLoop.Stop(ctx)
+	}
+	if w.erasureLoop != nil {
+		_ = w.erasureLoop.Stop(ctx)
 	}
 	w.cancel()
 	w.abortWork()

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-dev/custos/pkg/catalog"
+	"github.com/custos-dev/custos/pkg/deadletter"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/internal/natstest"
 	"github.com/custos-dev/custos/pkg/keys"
@@ -408,8 +409,21 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 		if bytes.Contains([]byte(reason), []byte("c1")) {
 			t.Errorf("%s: reason %q leaks the customer id", tc.name, reason)
 		}
-		if !bytes.Equal(m.Data, tc.data) {
-			t.Errorf("%s: dead letter does not keep the original bytes", tc.name)
+		got, err := deadletter.Open(ctx, b.keys, []deadletter.Part{{Header: m.Header, Data: m.Data}})
+		if err != nil || !bytes.Equal(got, tc.data) {
+			t.Errorf("%s: dead letter does not keep the original bytes: %v", tc.name, err)
+		}
+		if len(tc.data) > 16 && bytes.Contains(m.Data, tc.data[:16]) {
+			t.Errorf("%s: dead letter holds the body in plaintext", tc.name)
+		}
+		// A body that names its customer is sealed under that customer's key, even when the
+		// event was invalid, so that erasing the customer erases it too.
+		want := deadletter.SystemScope
+		if tc.id == "bad-class" || tc.id == "bad-big" || tc.id == "bad-ct" {
+			want = b.kms.Pseudonym("t1", "c1")
+		}
+		if sc := m.Header.Get(deadletter.HeaderScope); sc != want {
+			t.Errorf("%s: sealed under scope %q, want %q", tc.name, sc, want)
 		}
 	}
 	if st := w.Stats(); st.Events != 1 || st.DeadLettered != int64(len(cases)) {

@@ -125,13 +125,9 @@ func (o *backupNowOpts) check() error {
 // connectNATS connects to the broker the configuration names; the backup and audit commands
 // need nothing else.
 func connectNATS(cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
-	opts := []nats.Option{nats.Name(name)}
-	if cfg.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.Path(cfg.NATS.CredsFile)))
-	}
-	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	nc, err := cfg.ConnectNATS(nats.Name(name))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to nats %s: %w", cfg.NATS.URL, err)
+		return nil, nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

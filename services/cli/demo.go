@@ -62,7 +62,7 @@ that the targets hold no plaintext, and prints a one-line summary. Everything it
 	cmd.Flags().IntVar(&o.customers, "customers", 300, "customers of the sample shop")
 	cmd.Flags().IntVar(&o.events, "events", 3000, "post-transaction events to publish")
 	cmd.Flags().IntVar(&o.workers, "workers", 2, "worker processes to start")
-	cmd.Flags().BoolVar(&o.clouds, "clouds", false, "replicate to local disk plus one S3, one GCS and one Azure emulator (installed by 'make emulators')")
+	cmd.Flags().BoolVar(&o.clouds, "clouds", false, "replicate to local disk plus one S3, one GCS and one Azure emulator and an SFTP server (installed by 'make emulators')")
 	cmd.Flags().StringVar(&o.workerBin, "worker-bin", filepath.Join(filepath.Dir(exe), "custos-worker"), "worker binary")
 	return cmd
 }
@@ -96,7 +96,7 @@ func demoConfig(url string, clouds []*devstack.Cloud) (string, int) {
 	return b.String(), len(names)
 }
 
-// startClouds starts the three cloud emulators under dir/clouds and exports their local-only
+// startClouds starts the three cloud emulators and an SFTP server under dir/clouds and exports their local-only
 // credentials to this process (which restores) and to the workers it starts.
 func startClouds(ctx context.Context, dir string) ([]*devstack.Cloud, error) {
 	starts := []func(ctx context.Context, dir string) (*devstack.Cloud, error){
@@ -109,6 +109,7 @@ func startClouds(ctx context.Context, dir string) ([]*devstack.Cloud, error) {
 		func(ctx context.Context, dir string) (*devstack.Cloud, error) {
 			return devstack.StartAzure(ctx, dir, "custos-demo")
 		},
+		func(ctx context.Context, dir string) (*devstack.Cloud, error) { return devstack.StartSFTP(ctx, dir) },
 	}
 	var clouds []*devstack.Cloud
 	for i, start := range starts {
@@ -145,7 +146,11 @@ func runDemo(ctx context.Context, o demoOpts) error {
 			return err
 		}
 	}
-	ns, err := devstack.StartNATS(filepath.Join(o.dir, "nats"), "127.0.0.1", -1)
+	storeKey, err := devstack.LoadOrCreateStoreKey(filepath.Join(o.dir, "keys", "jetstream.key"))
+	if err != nil {
+		return err
+	}
+	ns, err := devstack.StartNATS(filepath.Join(o.dir, "nats"), "127.0.0.1", -1, devstack.WithStoreKey(storeKey))
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custos-dev/custos/pkg/config"
-	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/target"
 )
@@ -21,11 +20,12 @@ func keysCmd() *cobra.Command {
 		Long: `A rotation completes erasures under object lock (docs/design.md section 11, KEK epochs): locked
 manifests keep every customer's data key wrapped by the KEK of their time. After "keys rotate"
 every live data key is wrapped by the new KEK, in the key store and in a key envelope in every
-target; "keys destroy-retired" then removes the old KEK versions from the key file, and every
-copy wrapped by them, including an erased customer's, is unreadable for good.
+target; "keys destroy-retired" then destroys the old KEK versions in the backend (keys.backend:
+the key file, a PKCS#11 token or AWS KMS), and every copy wrapped by them, including an erased
+customer's, is unreadable for good.
 
-Between the two, restart every worker and CLI with the rotated key file: a process whose key file
-predates the rotation creates no data key (key store entry meta.active_kek).`,
+Between the two, restart every worker and CLI: a process that opened the KEK before the rotation
+creates no data key (key store entry meta.active_kek).`,
 	}
 	cmd.AddCommand(keysRotateCmd(), keysDestroyCmd())
 	return cmd
@@ -41,11 +41,16 @@ func keysRotateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			oldID, newID, err := keys.RotateKeyFile(cfg.Path(cfg.Keys.File), time.Now())
+			ring, err := cfg.OpenKeyring(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "key file rotated: %s is retired, %s is active\n", oldID, newID)
+			oldID, newID, err := ring.Rotate(cmd.Context())
+			ring.Close()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "KEK rotated (%s): %s is retired, %s is active\n", backendName(cfg), oldID, newID)
 			return rewrapAndEnvelope(cmd.Context(), cfg, "rotated")
 		},
 	}
@@ -61,8 +66,12 @@ func keysDestroyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			path := cfg.Path(cfg.Keys.File)
-			retired, err := keys.RetiredKEKs(path)
+			ring, err := cfg.OpenKeyring(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer ring.Close()
+			retired, err := ring.Retired(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -75,7 +84,7 @@ func keysDestroyCmd() *cobra.Command {
 			if err := rewrapAndEnvelope(cmd.Context(), cfg, "checked"); err != nil {
 				return fmt.Errorf("nothing destroyed: %w", err)
 			}
-			gone, err := keys.DestroyRetiredKEKs(path, time.Now())
+			gone, err := ring.DestroyRetired(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -83,6 +92,13 @@ func keysDestroyCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func backendName(cfg *config.Config) string {
+	if cfg.Keys.Backend == "" {
+		return "file"
+	}
+	return cfg.Keys.Backend
 }
 
 func loadConfig(cmd *cobra.Command) (*config.Config, error) {

@@ -32,6 +32,7 @@ func main() {
 	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
 	root.AddCommand(restoreCmd(), demoCmd(), dlqCmd(), policyCmd(), scheduleCmd(), backupCmd(), auditCmd())
 	root.AddCommand(retentionCmd(), rpoCmd(), jobsCmd(), snapshotsCmd(), catalogCmd(), keysCmd(), verifyCmd())
+	root.AddCommand(authCmd(), eraseCmd(), setupCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {

@@ -79,6 +79,9 @@ stderr ("SKIPPED") and counted in the summary.`,
 				} else {
 					rep, err = runRestore(cmd, r, tenant, customer, all, opts)
 				}
+				if err == nil {
+					erasedLines(cmd.Context(), parts.JS, rep.Erased)
+				}
 			}
 			if err != nil {
 				return err

@@ -86,12 +86,9 @@ func run() error {
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") })}
-	if cfg.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.Path(cfg.NATS.CredsFile)))
-	}
-	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	nc, err := cfg.ConnectNATS(opts...)
 	if err != nil {
-		return fmt.Errorf("connect to nats %s: %w", cfg.NATS.URL, err)
+		return err
 	}
 	defer nc.Drain()
 	js, err := jetstream.New(nc)

@@ -90,7 +90,7 @@ func run() error {
 	defer closeSources()
 	wc := cfg.Worker
 	w, err := worker.New(worker.Deps{JS: parts.JS, Keys: parts.Keys, Pseudonyms: parts.KMS, Index: parts.Index, Repairs: parts.Repairs,
-		Snapshots: parts.Snapshots, Records: parts.Records, Sources: sources},
+		Snapshots: parts.Snapshots, Records: parts.Records, Sources: sources, KEKs: parts.KMS},
 		worker.Config{
 			Classes: classes, Targets: parts.Targets, Logger: log,
 			MaxInFlight: wc.MaxInFlight, PackMaxBytes: wc.PackMaxBytes, PackMaxItems: wc.PackMaxItems,
@@ -98,6 +98,7 @@ func run() error {
 			MaxInlineBytes: wc.MaxInlineBytes, SpoolDir: cfg.Path(wc.SpoolDir), DrainTimeout: wc.DrainTimeout,
 			ReplicaGrace: wc.ReplicaGrace, MaxRecordBytes: wc.MaxRecordBytes, TaskConcurrency: wc.TaskConcurrency,
 			CommitInterval: wc.CommitInterval, UpdateConsumer: wc.UpdateConsumer,
+			Erasure: cfg.Erasure, ErasureInterval: wc.ErasureInterval,
 		})
 	if err != nil {
 		return err

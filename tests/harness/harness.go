@@ -20,6 +20,7 @@ import (
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/devstack"
 	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/natsauth"
 )
 
 // RepoRoot walks up from the working directory to the directory holding go.work.
@@ -69,6 +70,63 @@ func WorkerBinary() (string, error) {
 	return builtPath, buildErr
 }
 
+var (
+	cliOnce sync.Once
+	cliPath string
+	cliErr  error
+)
+
+// CLIBinary builds the admin CLI from this checkout once per process and returns its path.
+func CLIBinary() (string, error) {
+	cliOnce.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			cliErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "custos-cli-")
+		if err != nil {
+			cliErr = err
+			return
+		}
+		cliPath = filepath.Join(dir, "custos")
+		cmd := exec.Command("go", "build", "-o", cliPath, "./services/cli")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cliErr = fmt.Errorf("build cli: %v\n%s", err, out)
+		}
+	})
+	return cliPath, cliErr
+}
+
+// CLI runs the admin CLI on the stack's config with the stack's environment and returns its
+// standard output followed by its standard error; a non-zero exit is an error carrying both.
+func (s *Stack) CLI(args ...string) (string, error) {
+	bin, err := CLIBinary()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(bin, append([]string{"--config", s.Config}, args...)...)
+	cmd.Dir = s.Dir
+	cmd.Env = append(os.Environ(), s.env...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("custos %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String() + stderr.String(), nil
+}
+
+// RoleConfig is the config file that connects as role (Options.Auth).
+func (s *Stack) RoleConfig(r natsauth.Role) string {
+	return filepath.Join(s.Dir, "custos-"+string(r)+".yaml")
+}
+
+// CLIAs runs the admin CLI with role's config file (Options.Auth), as CLI does.
+func (s *Stack) CLIAs(r natsauth.Role, args ...string) (string, error) {
+	return s.CLI(append([]string{"--config", s.RoleConfig(r)}, args...)...)
+}
+
 // Stack is a running embedded JetStream server plus a config file for workers.
 type Stack struct {
 	Dir     string
@@ -98,6 +156,16 @@ type Options struct {
 	// Postgres, when set, backs the "critical" class with a PostgreSQL source: scheduled
 	// snapshots of the class read from it.
 	Postgres *PostgresSource
+	// Keys replaces the keys section (default: a key file created on first use); Extra is
+	// appended to the file (an erasure section, say); Env is given to every worker.
+	Keys  string
+	Extra string
+	Env   []string
+	// Auth, when set, runs the broker with one NKey user per role (package natsauth): the
+	// config file connects as the worker, RoleConfig names another role's, and the harness
+	// itself connects as the admin. Streams and buckets must then be made by the admin
+	// (custos setup) before workers start.
+	Auth *natsauth.Options
 }
 
 // PostgresDSNEnv is the environment variable that carries the PostgreSQL source's DSN to worker
@@ -142,13 +210,34 @@ func Start(dir string, o Options) (*Stack, error) {
 	if o.PackMaxDelay == 0 {
 		o.PackMaxDelay = 50 * time.Millisecond
 	}
-	ns, err := devstack.StartNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1)
+	storeKey, err := devstack.LoadOrCreateStoreKey(filepath.Join(dir, "secrets", "jetstream.key"))
+	if err != nil {
+		return nil, err
+	}
+	natsOpts := []devstack.NATSOption{devstack.WithStoreKey(storeKey)}
+	var auth *natsauth.Set
+	if o.Auth != nil {
+		if auth, err = natsauth.Generate(filepath.Join(dir, "auth"), *o.Auth); err != nil {
+			return nil, err
+		}
+		natsOpts = append(natsOpts, devstack.WithUsers(auth.ServerUsers()))
+	}
+	ns, err := devstack.StartNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1, natsOpts...)
 	if err != nil {
 		return nil, err
 	}
 	s := &Stack{Dir: dir, NATS: ns}
 	var b strings.Builder
-	fmt.Fprintf(&b, "nats:\n  url: %s\nkeys:\n  file: custos.key\n  create: true\ntargets:\n", ns.URL())
+	keysYAML := o.Keys
+	if keysYAML == "" {
+		keysYAML = "keys:\n  file: custos.key\n  create: true\n"
+	}
+	seedLine := ""
+	if auth != nil {
+		seedLine = "  seed_file: auth/" + string(natsauth.Worker) + natsauth.SeedExt + "\n"
+	}
+	fmt.Fprintf(&b, "nats:\n  url: %s\n%s%stargets:\n", ns.URL(), seedLine, keysYAML)
+	s.env = append(s.env, o.Env...)
 	var names []string
 	for i := range o.Targets {
 		n := fmt.Sprintf("t%d", i)
@@ -160,7 +249,12 @@ func Start(dir string, o Options) (*Stack, error) {
 		n := fmt.Sprintf("c%d", i)
 		names = append(names, n)
 		fmt.Fprintf(&b, "  - name: %s\n%s", n, c.Target)
-		s.env = append(s.env, c.Env...)
+		// Workers and the CLI use the least-privileged credential the emulator offers.
+		if len(c.WorkerEnv) > 0 {
+			s.env = append(s.env, c.WorkerEnv...)
+		} else {
+			s.env = append(s.env, c.Env...)
+		}
 	}
 	var pgClass string
 	if o.Postgres != nil {
@@ -196,6 +290,7 @@ func Start(dir string, o Options) (*Stack, error) {
 	if o.RepairInterval > 0 {
 		fmt.Fprintf(&b, "  repair_interval: %s\n", o.RepairInterval)
 	}
+	b.WriteString(o.Extra)
 	if err := os.MkdirAll(filepath.Join(dir, "spool"), 0o700); err != nil {
 		return nil, err
 	}
@@ -203,7 +298,21 @@ func Start(dir string, o Options) (*Stack, error) {
 	if err := os.WriteFile(s.Config, []byte(b.String()), 0o600); err != nil {
 		return nil, err
 	}
-	if s.NC, err = nats.Connect(ns.URL()); err != nil {
+	var connect []nats.Option
+	if auth != nil {
+		for _, r := range natsauth.Roles {
+			text := strings.Replace(b.String(), seedLine, "  seed_file: auth/"+string(r)+natsauth.SeedExt+"\n", 1)
+			if err := os.WriteFile(s.RoleConfig(r), []byte(text), 0o600); err != nil {
+				return nil, err
+			}
+		}
+		admin, err := natsauth.ConnectOption(filepath.Join(dir, "auth", string(natsauth.Admin)+natsauth.SeedExt))
+		if err != nil {
+			return nil, err
+		}
+		connect = append(connect, admin)
+	}
+	if s.NC, err = nats.Connect(ns.URL(), connect...); err != nil {
 		return nil, err
 	}
 	if s.JS, err = jetstream.New(s.NC); err != nil {

@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custos-dev/custos/pkg/broker"
+	"github.com/custos-dev/custos/pkg/deadletter"
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/keys"
+)
+
+// deadLetter records the event with the reason in the dead-letter stream, its body sealed under
+// the data key of the customer it concerns (package deadletter), and terminates it: with
+// work-queue retention that removes it from CUSTOS_EVENTS. If the record cannot be stored the
+// event is naked instead: it is never dropped. An erased customer's event is recorded without
+// its body.
+func (w *Worker) deadLetter(h *heldMsg, reason string) {
+	msg := h.msg
+	hdr := nats.Header{}
+	for k, v := range msg.Headers() {
+		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "Custos-Dlq-") {
+			continue
+		}
+		hdr[k] = v
+	}
+	hdr.Set(HeaderDLQReason, reason)
+	hdr.Set(HeaderDLQSubject, msg.Subject())
+	hdr.Set(HeaderDLQSeq, itoa(h.seq))
+	hdr.Set(HeaderDLQDeliveries, itoa(h.delivered))
+	hdr.Set(HeaderDLQTime, w.cfg.Clock().UTC().Format(time.RFC3339Nano))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	scope := h.scope
+	if scope == "" {
+		if tenant, customer, ok := event.Peek(msg.Subject(), msg.Data()); ok {
+			scope = w.deps.Pseudonyms.Pseudonym(tenant, customer)
+		} else {
+			scope = deadletter.SystemScope
+		}
+	}
+	dek, err := w.deps.Keys.DataKey(ctx, scope)
+	why := ""
+	switch {
+	case errors.Is(err, keys.ErrDestroyed):
+		dek, why = nil, "dropped: the customer was erased"
+	case err != nil:
+		w.log.Error("dead letter not sealed (no data key); event handed back", "seq", h.seq, "err", err)
+		h.nak(time.Second)
+		return
+	}
+	subj := deadletter.Subject(event.DLQSubjectPrefix, strings.TrimPrefix(msg.Subject(), event.SubjectPrefix), scope)
+	parts, err := deadletter.Messages(subj, hdr, "dlq-"+itoa(h.seq), scope, dek, msg.Data(), why, int(w.deps.JS.Conn().MaxPayload()))
+	for _, p := range parts {
+		if err != nil {
+			break
+		}
+		_, err = w.deps.JS.PublishMsg(ctx, p)
+	}
+	if err != nil {
+		w.log.Error("dead-letter publish failed; event handed back", "seq", h.seq, "err", err)
+		h.nak(time.Second)
+		return
+	}
+	w.log.Warn("event dead-lettered", "seq", h.seq, "subject", msg.Subject(), "reason", reason, "parts", len(parts))
+	w.auditDeadLettered(h)
+	w.count(func(s *Stats) { s.DeadLettered++ })
+	h.term(errors.New(reason))
+}
+
+// purgeDeadLetters removes an erased customer's dead letters and reports whether it could.
+// Their bodies are already unreadable (sealed under the destroyed key); this removes their
+// headers too. Best effort: a worker credential without purge rights (natsauth) leaves them,
+// sealed.
+func (w *Worker) purgeDeadLetters(ctx context.Context, scope string) bool {
+	err := broker.Do(ctx, w.deps.JS.Conn(), "$JS.API.STREAM.PURGE."+event.DLQStreamName, func(ctx context.Context) error {
+		s, err := w.deps.JS.Stream(ctx, event.DLQStreamName)
+		if err != nil {
+			return err
+		}
+		return s.Purge(ctx, jetstream.WithPurgeSubject(event.DLQSubjectPrefix+"*."+scope))
+	})
+	if err != nil {
+		w.log.Info("dead letters of an erased customer kept, sealed under the destroyed key", "customer", scope, "err", err)
+		return false
+	}
+	return true
+}
