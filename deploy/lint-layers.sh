@@ -23,6 +23,10 @@ done
 for p in ./services/worker ./services/cli ./services/scheduler $(go list ./pkg/... | grep -vE '/internal/(natstest|pgtest|emulator|logtest)$|/(targettest|keystest|sourcetest)$'); do
   check "$p" "^$mod/pkg/(internal/(natstest|pgtest|emulator|logtest)|target/targettest|keys/keystest|source/sourcetest)$" "production code never imports test helpers"
 done
+# The rclone target is its own module: only the worker and the CLI link it.
+for p in ./services/scheduler $(go list ./pkg/...); do
+  check "$p" "^github.com/rclone/|^$mod/pkg/target/rclone" "only the worker and the CLI link the rclone target"
+done
 # go directives must agree across modules.
 dirs=$(grep -h '^go ' go.work proto/go.mod pkg/go.mod services/*/go.mod tests/go.mod | sort -u | wc -l)
 if [ "$dirs" != 1 ]; then echo "go directives differ between go.work and the modules"; fail=1; fi

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -127,6 +128,16 @@ func (w *Worker) executeErasure(ctx context.Context, req erasure.Request, rev ui
 	signed, err := erasure.Sign(cert, w.signer.SigningKey(keys.PurposeErasureCertificate))
 	if err != nil {
 		return err
+	}
+	// The certificate goes to the targets too, so that it outlives the broker.
+	if b, err := json.Marshal(signed); err == nil {
+		held, errs := repository.WriteCertificate(ctx, w.cfg.Targets, pseudo, req.ID, b)
+		if len(held) == 0 {
+			return fmt.Errorf("no target took the deletion certificate: %w", errors.Join(errs...))
+		}
+		for _, e := range errs {
+			w.log.Warn("deletion certificate not written to a target", "erasure", req.ID, "err", e)
+		}
 	}
 	req.Certificate, req.Updated = signed, cert.ErasedAt
 	req.State = erasure.StateDone

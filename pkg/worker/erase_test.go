@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/custos-dev/custos/pkg/erasure"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/repository"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 
@@ -123,6 +125,20 @@ func TestErasureGracePeriodCancelAndCertificate(t *testing.T) {
 	other, _, _ := ed25519.GenerateKey(rand.Reader)
 	if _, err := r.Certificate.Verify(other); !errors.Is(err, erasure.ErrBadCertificate) {
 		t.Fatalf("certificate under another key: %v", err)
+	}
+	// Every target holds the signed certificate, which verifies without the broker.
+	for _, tg := range b.targets {
+		certs, err := repository.ReadCertificates(ctx, tg, b.kms.Pseudonym("t1", "go"))
+		if err != nil || len(certs[r.ID]) == 0 {
+			t.Fatalf("%s: certificate %s not in the target (%v)", tg.Name(), r.ID, err)
+		}
+		var stored erasure.Signed
+		if err := json.Unmarshal(certs[r.ID], &stored); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stored.Verify(pub); err != nil {
+			t.Fatalf("%s: stored certificate: %v", tg.Name(), err)
+		}
 	}
 	if st := w.Stats(); st.Erased != 1 {
 		t.Fatalf("stats %+v", st)

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/producer"
@@ -213,18 +214,12 @@ func fileRecord(ctx context.Context, js jetstream.JetStream, o backupNowOpts, id
 		Uri: "nats-object://" + o.bucket + "/" + name, Size: int64(info.Size), Sha256: hex.EncodeToString(sum)}}}, nil
 }
 
-// uploadBucket opens the upload bucket, creating it if needed. Uploads expire after the events
-// stream's default max age, by which time the worker has read them or the event is gone.
+// uploadBucket binds the upload bucket, creating it if needed (the admin's custos setup makes it
+// where the operator may not). Uploads expire after the events stream's default max age, by
+// which time the worker has read them or the event is gone.
 func uploadBucket(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.ObjectStore, error) {
-	obs, err := js.ObjectStore(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket,
-			Description: "Custos: files of manual backup requests, read by reference", TTL: 7 * 24 * time.Hour})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("object store %s: %w", bucket, err)
-	}
-	return obs, nil
+	return broker.EnsureObjectStore(ctx, js, jetstream.ObjectStoreConfig{Bucket: bucket,
+		Description: "Custos: files of manual backup requests, read by reference", TTL: 7 * 24 * time.Hour})
 }
 
 // newEventID returns a random UUID (version 4).

@@ -16,9 +16,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/erasure"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/repository"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 
@@ -116,7 +118,7 @@ func eraseCancelCmd() *cobra.Command {
 }
 
 func eraseStatusCmd() *cobra.Command {
-	var tenant, customer string
+	var tenant, customer, from string
 	cmd := &cobra.Command{
 		Use:   "status --tenant T --customer C",
 		Short: "Show a customer's erasure and verify its deletion certificate",
@@ -126,6 +128,9 @@ signature verifies under this deployment's certificate key (exit 2 if it does no
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tenant == "" || customer == "" {
 				return errors.New("--tenant and --customer are required")
+			}
+			if from != "" {
+				return certificatesFromTarget(cmd, from, tenant, customer)
 			}
 			parts, err := openParts(cmd, "custos-erase")
 			if err != nil {
@@ -145,7 +150,48 @@ signature verifies under this deployment's certificate key (exit 2 if it does no
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant of the customer")
 	cmd.Flags().StringVar(&customer, "customer", "", "customer id")
+	cmd.Flags().StringVar(&from, "from-target", "", "read the certificates from this target, with no broker")
 	return cmd
+}
+
+// certificatesFromTarget verifies the deletion certificates one target holds for a customer.
+func certificatesFromTarget(cmd *cobra.Command, from, tenant, customer string) error {
+	cfgPath, _ := cmd.Flags().GetString("config")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	off, err := cfg.OpenOffline(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer off.Close()
+	src, _, err := config.FindTarget(off.Targets, from)
+	if err != nil {
+		return err
+	}
+	pseudo := off.KMS.Pseudonym(tenant, customer)
+	certs, err := repository.ReadCertificates(cmd.Context(), src, pseudo)
+	if err != nil {
+		return err
+	}
+	if len(certs) == 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("%s holds no deletion certificate for %s", src.Name(), pseudo)}
+	}
+	pub := off.KMS.SigningKey(keys.PurposeErasureCertificate).Public().(ed25519.PublicKey)
+	for id, b := range certs {
+		var s erasure.Signed
+		if err := json.Unmarshal(b, &s); err != nil {
+			return &exitError{code: 2, msg: fmt.Sprintf("certificate %s in %s: not a signed certificate", id, src.Name())}
+		}
+		c, err := s.Verify(pub)
+		if err != nil {
+			return &exitError{code: 2, msg: fmt.Sprintf("certificate %s in %s: %v", id, src.Name(), err)}
+		}
+		out, _ := json.MarshalIndent(c, "", "  ")
+		fmt.Printf("certificate %s in %s signature OK (key %s)\n%s\n", id, src.Name(), erasure.KeyFingerprint(pub), out)
+	}
+	return nil
 }
 
 // printErasure prints a request and verifies its certificate against pub.

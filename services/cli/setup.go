@@ -34,6 +34,9 @@ upgrade that changes stream settings. Idempotent.`,
 			if _, err := erasure.Open(ctx, parts.JS, 1); err != nil {
 				return err
 			}
+			if _, err := uploadBucket(ctx, parts.JS, defaultUploadBucket); err != nil {
+				return err
+			}
 			fmt.Println("setup done: streams and buckets exist")
 			return nil
 		},

@@ -125,6 +125,11 @@ func TestErasureLeavesNothingReadable(t *testing.T) {
 		!strings.Contains(status, `"key": "destroyed"`) {
 		t.Fatalf("erase status: %s", status)
 	}
+	// The certificate is in the targets too and verifies with no broker.
+	offline := cli(t, stack, "erase", "status", "--tenant", tenant, "--customer", gone, "--from-target", "t1")
+	if !strings.Contains(offline, "certificate "+m[2]+" in fs:t1 signature OK") && !strings.Contains(offline, "certificate "+m[2]+" in t1 signature OK") {
+		t.Fatalf("erase status --from-target: %s", offline)
+	}
 	// The other customer is untouched.
 	keep := filepath.Join(dir, "restore-keep")
 	if out := cli(t, stack, "restore", "--tenant", tenant, "--customer", "cust-keep", "--out", keep); !strings.Contains(out, "records=20") {

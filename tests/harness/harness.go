@@ -315,7 +315,9 @@ func Start(dir string, o Options) (*Stack, error) {
 	if s.NC, err = nats.Connect(ns.URL(), connect...); err != nil {
 		return nil, err
 	}
-	if s.JS, err = jetstream.New(s.NC); err != nil {
+	// The store is encrypted at rest: a test's large object-store writes on a loaded 2-core
+	// machine may take longer per chunk than the client's 5 s default.
+	if s.JS, err = jetstream.New(s.NC, jetstream.WithDefaultTimeout(30*time.Second)); err != nil {
 		return nil, err
 	}
 	return s, nil
