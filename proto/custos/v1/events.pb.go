@@ -236,10 +236,9 @@ func (*Record_Ref) isRecord_Source() {}
 type RecordRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Location of the bytes. Allowed schemes:
-	//
-	//	"nats-object://BUCKET/NAME" - an object in the NATS JetStream object store (preferred for
-	//	                              large items; the object must stay until the event is acked);
-	//	"https://..."               - fetched by the worker with a plain GET.
+	//   "nats-object://BUCKET/NAME" - an object in the NATS JetStream object store (preferred for
+	//                                 large items; the object must stay until the event is acked);
+	//   "https://..."               - fetched by the worker with a plain GET.
 	Uri string `protobuf:"bytes,1,opt,name=uri,proto3" json:"uri,omitempty"`
 	// Optional. Size of the bytes in bytes; when set (> 0) the worker checks it after fetching.
 	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
