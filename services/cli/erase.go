@@ -94,15 +94,11 @@ func eraseCancelCmd() *cobra.Command {
 			if tenant == "" || customer == "" || by == "" {
 				return errors.New("--tenant, --customer and --by are required")
 			}
-			parts, err := openParts(cmd, "custos-erase")
+			parts, st, err := openErasures(cmd)
 			if err != nil {
 				return err
 			}
 			defer parts.Close()
-			st, err := erasure.Open(cmd.Context(), parts.JS, 1)
-			if err != nil {
-				return err
-			}
 			r, err := st.Cancel(cmd.Context(), parts.KMS.Pseudonym(tenant, customer), by, time.Now())
 			if err != nil {
 				return err
@@ -132,15 +128,11 @@ signature verifies under this deployment's certificate key (exit 2 if it does no
 			if from != "" {
 				return certificatesFromTarget(cmd, from, tenant, customer)
 			}
-			parts, err := openParts(cmd, "custos-erase")
+			parts, st, err := openErasures(cmd)
 			if err != nil {
 				return err
 			}
 			defer parts.Close()
-			st, err := erasure.Open(cmd.Context(), parts.JS, 1)
-			if err != nil {
-				return err
-			}
 			r, _, err := st.Get(cmd.Context(), parts.KMS.Pseudonym(tenant, customer))
 			if err != nil {
 				return err
@@ -152,6 +144,20 @@ signature verifies under this deployment's certificate key (exit 2 if it does no
 	cmd.Flags().StringVar(&customer, "customer", "", "customer id")
 	cmd.Flags().StringVar(&from, "from-target", "", "read the certificates from this target, with no broker")
 	return cmd
+}
+
+// openErasures connects the configured parts and the erasure requests.
+func openErasures(cmd *cobra.Command) (*config.Parts, *erasure.Store, error) {
+	parts, err := openParts(cmd, "custos-erase")
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := erasure.Open(cmd.Context(), parts.JS, 1)
+	if err != nil {
+		parts.Close()
+		return nil, nil, err
+	}
+	return parts, st, nil
 }
 
 // certificatesFromTarget verifies the deletion certificates one target holds for a customer.

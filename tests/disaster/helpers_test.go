@@ -40,46 +40,26 @@ func TestMain(m *testing.M) {
 		_, err := harness.WorkerBinary()
 		done <- err
 	}()
-	cliPath, cliErr = buildCLI()
+	_, cliErr = harness.CLIBinary()
 	if err := <-done; err != nil && cliErr == nil {
 		cliErr = err
 	}
-	code := m.Run()
-	if cliPath != "" {
-		os.RemoveAll(filepath.Dir(cliPath))
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
-var cliPath string
 var cliErr error // of either build: every test needs both binaries
-
-// buildCLI builds the admin CLI from this checkout.
-func buildCLI() (string, error) {
-	root, err := harness.RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	dir, err := os.MkdirTemp("", "custos-cli-")
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "custos")
-	cmd := exec.Command("go", "build", "-o", path, "./services/cli")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build cli: %v\n%s", err, out)
-	}
-	return path, nil
-}
 
 // cliBinary returns the CLI built by TestMain.
 func cliBinary(t *testing.T) string {
 	t.Helper()
-	if cliErr != nil {
-		t.Fatal(cliErr)
+	path, err := harness.CLIBinary()
+	if err == nil {
+		err = cliErr
 	}
-	return cliPath
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // workerBinary returns the worker built by TestMain.

@@ -41,63 +41,46 @@ func RepoRoot() (string, error) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	builtPath string
-	buildErr  error
-)
+// binary builds one main package of this checkout once per process.
+type binary struct {
+	pkg, name string
+	once      sync.Once
+	path      string
+	err       error
+}
 
-// WorkerBinary builds the worker from this checkout once per process and returns its path.
-func WorkerBinary() (string, error) {
-	buildOnce.Do(func() {
+func (b *binary) build() (string, error) {
+	b.once.Do(func() {
 		root, err := RepoRoot()
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
 		dir, err := os.MkdirTemp("", "custos-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		builtPath = filepath.Join(dir, "custos-worker")
-		cmd := exec.Command("go", "build", "-o", builtPath, "./services/worker")
+		b.path = filepath.Join(dir, b.name)
+		cmd := exec.Command("go", "build", "-o", b.path, b.pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build worker: %v\n%s", err, out)
+			b.err = fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
 		}
 	})
-	return builtPath, buildErr
+	return b.path, b.err
 }
 
 var (
-	cliOnce sync.Once
-	cliPath string
-	cliErr  error
+	workerBin = &binary{pkg: "./services/worker", name: "custos-worker"}
+	cliBin    = &binary{pkg: "./services/cli", name: "custos"}
 )
 
+// WorkerBinary builds the worker from this checkout once per process and returns its path.
+func WorkerBinary() (string, error) { return workerBin.build() }
+
 // CLIBinary builds the admin CLI from this checkout once per process and returns its path.
-func CLIBinary() (string, error) {
-	cliOnce.Do(func() {
-		root, err := RepoRoot()
-		if err != nil {
-			cliErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "custos-cli-")
-		if err != nil {
-			cliErr = err
-			return
-		}
-		cliPath = filepath.Join(dir, "custos")
-		cmd := exec.Command("go", "build", "-o", cliPath, "./services/cli")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			cliErr = fmt.Errorf("build cli: %v\n%s", err, out)
-		}
-	})
-	return cliPath, cliErr
-}
+func CLIBinary() (string, error) { return cliBin.build() }
 
 // CLI runs the admin CLI on the stack's config with the stack's environment and returns its
 // standard output followed by its standard error; a non-zero exit is an error carrying both.
