@@ -102,6 +102,13 @@ func TestErasureLeavesNothingReadable(t *testing.T) {
 	}
 	os.RemoveAll(before)
 
+	// The rejected event's body is sealed, and the operator can still open it while the customer
+	// exists.
+	badSeq := dlqSeq(t, stack, "bad-class-1")
+	if body := cli(t, stack, "dlq", "show", badSeq); !strings.Contains(body, string(secret)) {
+		t.Fatalf("dlq show before the erasure: %q", body)
+	}
+
 	cli(t, stack, "erase", "request", "--tenant", tenant, "--customer", gone, "--requested-by", "dpo@example.com", "--legal-basis", "gdpr_art17")
 	settle(t, stack, w)
 	// An event for the erased customer arriving later is not kept.
@@ -124,6 +131,9 @@ func TestErasureLeavesNothingReadable(t *testing.T) {
 	if !strings.Contains(status, "state=done") || !strings.Contains(status, "certificate "+m[2]+" signature OK") ||
 		!strings.Contains(status, `"key": "destroyed"`) {
 		t.Fatalf("erase status: %s", status)
+	}
+	if out, err := stack.CLI("dlq", "show", badSeq); err == nil {
+		t.Fatalf("dlq show opened an erased customer's dead letter: %s", out)
 	}
 	// The certificate is in the targets too and verifies with no broker.
 	offline := cli(t, stack, "erase", "status", "--tenant", tenant, "--customer", gone, "--from-target", "t1")
@@ -218,4 +228,25 @@ func grep(t *testing.T, root string, needle []byte) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// dlqSeq returns the events-stream sequence of the dead letter of event id.
+func dlqSeq(t *testing.T, stack *harness.Stack, id string) string {
+	t.Helper()
+	ctx := context.Background()
+	s, err := stack.JS.Stream(ctx, event.DLQStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		if m, err := s.GetMsg(ctx, seq); err == nil && m.Header.Get(event.HeaderID) == id {
+			return m.Header.Get("Custos-Dlq-Stream-Seq")
+		}
+	}
+	t.Fatalf("no dead letter of %s", id)
+	return ""
 }
