@@ -56,7 +56,9 @@ func (w *Worker) erase(h *heldMsg, m *custosv1.DeletionRequest) {
 		h.ack()
 		return
 	}
-	if req.State == erasure.StatePending || req.State == erasure.StateExecuting {
+	// An executing request belongs to the worker that claimed it (or, if that worker died, to the
+	// periodic pass once it is stale); done, cancelled and recorded ones need nothing more.
+	if req.State == erasure.StatePending {
 		if err := w.executeErasure(ctx, req, rev); err != nil {
 			h.retryLater(err)
 			return
