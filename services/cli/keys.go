@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/target"
 )
@@ -37,11 +38,7 @@ func keysRotateCmd() *cobra.Command {
 		Short: "Make a new KEK version active and re-wrap every live data key under it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			ring, err := cfg.OpenKeyring(cmd.Context(), false)
+			cfg, ring, err := openRing(cmd)
 			if err != nil {
 				return err
 			}
@@ -62,11 +59,7 @@ func keysDestroyCmd() *cobra.Command {
 		Short: "Destroy the retired KEK versions once every live key is wrapped by the active one in every target",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			ring, err := cfg.OpenKeyring(cmd.Context(), false)
+			cfg, ring, err := openRing(cmd)
 			if err != nil {
 				return err
 			}
@@ -99,6 +92,19 @@ func backendName(cfg *config.Config) string {
 		return "file"
 	}
 	return cfg.Keys.Backend
+}
+
+// openRing loads the configuration and opens its KEK backend (never creating a KEK).
+func openRing(cmd *cobra.Command) (*config.Config, *keys.Keyring, error) {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	ring, err := cfg.OpenKeyring(cmd.Context(), false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, ring, nil
 }
 
 func loadConfig(cmd *cobra.Command) (*config.Config, error) {
