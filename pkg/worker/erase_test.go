@@ -228,3 +228,28 @@ func TestErasureRequiresSignedRequests(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// With unknown_customer: block, a request for a customer never seen destroys its key before it
+// exists: that id is never backed up.
+func TestErasureOfUnknownCustomerBlocksWhenPolicySaysSo(t *testing.T) {
+	b := setup(t, func(c *Config) { c.Erasure.UnknownCustomer = "block" })
+	w := b.startWorker()
+	ctx := context.Background()
+	if _, err := b.producer.PublishDeletionRequest(ctx, deletion("del-block", "future", "dpo")); err != nil {
+		t.Fatal(err)
+	}
+	b.waitSettled()
+	if r := b.erasure("future"); r.State != erasure.StateDone {
+		t.Fatalf("request %+v, want done", r)
+	}
+	if _, err := b.keys.Lookup(ctx, b.kms.Pseudonym("t1", "future")); !errors.Is(err, keys.ErrDestroyed) {
+		t.Fatalf("key of the blocked customer: %v, want ErrDestroyed", err)
+	}
+	if _, err := b.producer.PublishPostTransaction(ctx, postTx("pt-future", "future", "critical", "k", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	b.waitSettled()
+	if st := w.Stats(); st.Items != 0 || st.DeadLettered != 1 {
+		t.Fatalf("stats %+v, want nothing stored and one dead letter", st)
+	}
+}
