@@ -100,6 +100,8 @@ var (
 	pseudonymRE = regexp.MustCompile(`^p[0-9a-f]{32}$`)
 	// idRE matches a pack id or a snapshot job id.
 	idRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	// policyRE matches a policy digest.
+	policyRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	// nameRE matches target names, KEK ids and certificate ids.
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 )
@@ -136,6 +138,38 @@ type Entry struct {
 	// Count is how many things the entry concerns (items committed, customers restored, packs
 	// expired), when that is worth recording.
 	Count int64 `json:"count,omitempty"`
+	// Bytes is how many plaintext bytes the entry concerns (committed, restored), when known.
+	Bytes int64 `json:"bytes,omitempty"`
+	// Policy is the digest of the policy file an entry was made under ("sha256:" and 64 hex
+	// digits): the new policy of a policy_change entry.
+	Policy string `json:"policy,omitempty"`
+	// Figures are the measured figures of a restore or a drill.
+	Figures *Figures `json:"figures,omitempty"`
+}
+
+// Outcomes of a drill (and of a restore).
+const (
+	// OutcomePassed: every item checked and the time extrapolated to the class is within its RTO.
+	OutcomePassed = "passed"
+	// OutcomeFailed: an item failed its checksum, a target could not be read, or the restore is
+	// too slow for the class's RTO; Reason says which.
+	OutcomeFailed = "failed"
+)
+
+// Figures are what a restore or a restore drill measured.
+type Figures struct {
+	// Items and Bytes are the items restored and checked and their plaintext bytes.
+	Items int64 `json:"items"`
+	Bytes int64 `json:"bytes"`
+	// Seconds is the wall time of the restore.
+	Seconds float64 `json:"seconds"`
+	// ChecksumFailures counts items whose bytes did not match their recorded digest.
+	ChecksumFailures int64 `json:"checksum_failures"`
+	// ClassBytes is the stored size of the whole class, EstimatedSeconds the time a restore of
+	// all of it would take at the measured rate, and RTOSeconds the class's RTO (drills).
+	ClassBytes       int64   `json:"class_bytes,omitempty"`
+	EstimatedSeconds float64 `json:"estimated_seconds,omitempty"`
+	RTOSeconds       float64 `json:"rto_seconds,omitempty"`
 }
 
 // Validate checks that the entry is complete for its kind and names a customer only by
@@ -158,7 +192,11 @@ func (e *Entry) Validate() error {
 		err = need(e.Customer != "" && e.Certificate != "", "customer and certificate are required")
 	case KindRetentionExpiry:
 		err = need(e.Class != "", "class is required")
-	case KindRestore, KindDrill, KindKeyRotation, KindPolicyChange:
+	case KindDrill:
+		err = need(e.Class != "" && len(e.Targets) > 0 && e.Figures != nil, "class, targets and figures are required")
+	case KindPolicyChange:
+		err = need(policyRE.MatchString(e.Policy), "policy must be a sha256: digest")
+	case KindRestore, KindKeyRotation:
 	default:
 		return fmt.Errorf("%w: kind %q", ErrInvalidEntry, e.Kind)
 	}
@@ -176,8 +214,10 @@ func (e *Entry) Validate() error {
 	case e.Certificate != "" && !nameRE.MatchString(e.Certificate),
 		e.Key != "" && !nameRE.MatchString(e.Key):
 		return fmt.Errorf("%w: certificate and key must match %s", ErrInvalidEntry, nameRE)
-	case e.Count < 0:
-		return fmt.Errorf("%w: count is negative", ErrInvalidEntry)
+	case e.Count < 0 || e.Bytes < 0:
+		return fmt.Errorf("%w: count and bytes must not be negative", ErrInvalidEntry)
+	case e.Policy != "" && !policyRE.MatchString(e.Policy):
+		return fmt.Errorf("%w: policy must be a sha256: digest", ErrInvalidEntry)
 	}
 	for _, p := range e.Packs {
 		if !idRE.MatchString(p) {

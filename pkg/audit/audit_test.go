@@ -113,6 +113,10 @@ func TestAppendRefusesInvalidEntries(t *testing.T) {
 		"key rotation without time":  func(e *audit.Entry) { e.Kind, e.Time = audit.KindKeyRotation, time.Time{} },
 		"policy change, no outcome":  func(e *audit.Entry) { e.Kind, e.Outcome = audit.KindPolicyChange, "" },
 		"drill with a raw customer":  func(e *audit.Entry) { e.Kind, e.Customer = audit.KindDrill, "alice" },
+		"drill without figures":      func(e *audit.Entry) { e.Kind, e.Class, e.Targets = audit.KindDrill, "critical", []string{"fs"} },
+		"policy change, no digest":   func(e *audit.Entry) { e.Kind, e.Policy = audit.KindPolicyChange, "" },
+		"policy change, bad digest":  func(e *audit.Entry) { e.Kind, e.Policy = audit.KindPolicyChange, "sha256:zz" },
+		"negative bytes":             func(e *audit.Entry) { e.Kind, e.Bytes = audit.KindRestore, -1 },
 		"restore with a raw in list": func(e *audit.Entry) { e.Kind, e.Packs = audit.KindRestore, []string{packA, "c-9"} },
 	} {
 		e := base
@@ -128,11 +132,12 @@ func TestAppendRefusesInvalidEntries(t *testing.T) {
 	for _, e := range []audit.Entry{
 		{Kind: audit.KindBackupCommit, Class: "critical", Packs: []string{packA}, Count: 12},
 		{Kind: audit.KindRestore, Customer: pseudo, Targets: []string{"fs:a"}, Count: 1},
-		{Kind: audit.KindDrill, Targets: []string{"s3:offsite"}},
+		{Kind: audit.KindDrill, Class: "critical", Targets: []string{"s3:offsite"},
+			Figures: &audit.Figures{Items: 3, Bytes: 300, Seconds: 0.5, ClassBytes: 3000, EstimatedSeconds: 5, RTOSeconds: 172800}},
 		{Kind: audit.KindErasure, Customer: pseudo, Certificate: "er-0a1b2c"},
 		{Kind: audit.KindRetentionExpiry, Class: "critical", Count: 3},
 		{Kind: audit.KindKeyRotation, Key: "local-1a2b3c4d"},
-		{Kind: audit.KindPolicyChange, RequestedBy: "alice@ops"},
+		{Kind: audit.KindPolicyChange, RequestedBy: "alice@ops", Policy: "sha256:" + strings.Repeat("ab", 32)},
 	} {
 		e.Time, e.Outcome = time.Now(), "done"
 		if err := log.Append(context.Background(), e); err != nil {
