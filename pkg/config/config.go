@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/custos-dev/custos/pkg/erasure"
+	"github.com/custos-dev/custos/pkg/policy"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,16 +19,23 @@ import (
 
 // Config is the runtime configuration file (YAML).
 type Config struct {
-	NATS      NATS             `yaml:"nats"`
-	Keys      Keys             `yaml:"keys"`
-	Targets   []Target         `yaml:"targets"`
-	Sources   []Source         `yaml:"sources"`
-	Classes   map[string]Class `yaml:"classes"`
-	Worker    Worker           `yaml:"worker"`
-	Telemetry Telemetry        `yaml:"telemetry"`
+	// PolicyFile is the policy file (relative to this file) that defines the data classes:
+	// targets, replicas, immutability, retention, schedules, RPO and RTO. With it, classes here
+	// say only how a class is wired (source, snapshot_tasks); see policy.go. Empty: the classes
+	// are taken from this file as written, unchecked (the built-in policy still gives schedules,
+	// RPO and RTO).
+	PolicyFile string           `yaml:"policy"`
+	NATS       NATS             `yaml:"nats"`
+	Keys       Keys             `yaml:"keys"`
+	Targets    []Target         `yaml:"targets"`
+	Sources    []Source         `yaml:"sources"`
+	Classes    map[string]Class `yaml:"classes"`
+	Worker     Worker           `yaml:"worker"`
+	Telemetry  Telemetry        `yaml:"telemetry"`
 	// Erasure says how deletion requests are authenticated and carried out.
 	Erasure erasure.Policy `yaml:"erasure"`
 	dir     string
+	policy  *policy.Policy
 }
 
 // NATS says where the broker is.
@@ -189,6 +197,9 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	c.dir = filepath.Dir(path)
+	if err := c.loadPolicy(); err != nil {
+		return nil, fmt.Errorf("config %s: policy: %w", path, err)
+	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
