@@ -88,12 +88,52 @@ func demoConfig(url string, clouds []*devstack.Cloud) (string, int) {
 		names = append(names, c.Kind)
 		fmt.Fprintf(&b, "  - name: %s\n%s", c.Kind, c.Target)
 	}
-	b.WriteString("classes:\n")
-	for _, c := range []string{"critical", "important", "non_essential"} {
-		fmt.Fprintf(&b, "  %s:\n    targets: [%s]\n", c, strings.Join(names, ", "))
-	}
+	// The classes, their targets and replicas come from the policy file written beside it.
+	b.WriteString("policy: policy.yaml\n")
 	b.WriteString("worker:\n  pack_max_delay: 100ms\n  spool_dir: spool\n  drain_timeout: 30s\n")
 	return b.String(), len(names)
+}
+
+// demoPolicy is the demo's policy: the default policy's classes, schedules, RPO and RTO, on the
+// demo's targets and without object lock (the local disks and the SFTP server cannot lock, and
+// the demo's S3 bucket is not created with object lock). With only local disks it cannot meet
+// 3-2-1, and says so with an override.
+func demoPolicy(clouds []*devstack.Cloud) string {
+	var b strings.Builder
+	b.WriteString("# Written by 'custos demo': the default policy's classes on the demo's targets.\n")
+	b.WriteString("version: 1\ntenant: " + demoTenant + "\ntimezone: UTC\ntargets:\n")
+	local := demoTargets
+	if len(clouds) > 0 {
+		local = demoTargets[:1]
+	}
+	names := slices.Clone(local)
+	for i, t := range local {
+		fmt.Fprintf(&b, "  - {name: %s, kind: fs, offsite: %t}\n", t, i == len(local)-1 && len(clouds) == 0)
+	}
+	for _, c := range clouds {
+		kind := c.Kind
+		if kind != "s3" && kind != "gcs" && kind != "azure" {
+			kind = "rclone" // the SFTP server is reached through rclone
+		}
+		names = append(names, c.Kind)
+		fmt.Fprintf(&b, "  - {name: %s, kind: %s, offsite: %t}\n", c.Kind, kind, c.Kind != "s3")
+	}
+	override := ""
+	if len(clouds) == 0 {
+		override = "    override_321: \"demo: local disks only, one kind of storage\"\n"
+	}
+	b.WriteString("classes:\n")
+	for _, c := range []struct{ name, cron, method, retention, rpo, rto, extra string }{
+		{"critical", "0 2 * * *", "incremental", "{min: 30d, daily: 30}", "48h", "48h", ""},
+		{"important", "0 3 * * 0", "incremental", "{min: 90d, weekly: 13}", "7d", "72h", ""},
+		{"non_essential", "0 4 1 * *", "full", "{min: 180d, monthly: 6}", "30d", "7d",
+			"    override_rpo: \"seed 002: monthly backups and a 30-day RPO; months of 31 days leave a 31-day gap\"\n"},
+	} {
+		fmt.Fprintf(&b, "  %s:\n    schedules:\n      - {name: scheduled, cron: \"%s\", method: %s}\n"+
+			"    retention: %s\n    targets: [%s]\n    immutability: {mode: none}\n    rpo: %s\n    rto: %s\n%s%s",
+			c.name, c.cron, c.method, c.retention, strings.Join(names, ", "), c.rpo, c.rto, override, c.extra)
+	}
+	return b.String()
 }
 
 // startClouds starts the three cloud emulators and an SFTP server under dir/clouds and exports their local-only
@@ -169,6 +209,9 @@ func runDemo(ctx context.Context, o demoOpts) error {
 	cfgPath := filepath.Join(o.dir, "custos.yaml")
 	cfgText, replicas := demoConfig(ns.URL(), clouds)
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(o.dir, "policy.yaml"), []byte(demoPolicy(clouds)), 0o600); err != nil {
 		return err
 	}
 	cfg, err := config.Load(cfgPath)

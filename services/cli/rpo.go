@@ -22,7 +22,8 @@ func rpoCmd() *cobra.Command {
 and OK or BREACH. A class with no backup is in breach. With --customer and --tenant it looks
 at one customer's post-transaction data instead: per class in which the customer has items,
 the age of the newest pack holding them (a customer who changed nothing lately ages too). The
-customer is shown by pseudonym only. Without --policy the built-in default policy is used.
+customer is shown by pseudonym only. Without --policy, the policy the configuration names, else the
+built-in default policy, is used.
 It exits 3 when any line is in breach.`,
 		Example: `  custos rpo --config custos.yaml --policy policy.yaml
   custos rpo --config custos.yaml --tenant shop --customer c-0042`,
@@ -31,17 +32,17 @@ It exits 3 when any line is in breach.`,
 			if (customer == "") != (tenant == "") {
 				return fmt.Errorf("give --customer and --tenant together")
 			}
-			p := policy.Default()
-			if policyPath != "" {
-				var err error
-				if p, err = policy.Load(policyPath); err != nil {
-					return err
-				}
-			}
 			cfgPath, _ := cmd.Flags().GetString("config")
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
 				return err
+			}
+			p, err := policyFor(cfg, policyPath)
+			if err != nil {
+				return err
+			}
+			if p == nil {
+				p = policy.Default()
 			}
 			parts, err := cfg.Open(cmd.Context(), "custos-rpo", logger())
 			if err != nil {
