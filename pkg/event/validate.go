@@ -102,9 +102,9 @@ func (l Limits) validateMessage(msg proto.Message) error {
 		switch m.GetMethod() {
 		case "":
 			return missing("method")
-		case MethodIncremental, MethodFull:
+		case MethodIncremental, MethodFull, MethodDrill:
 		default:
-			return invalid("method", "%s is not %q or %q", quote(m.GetMethod()), MethodIncremental, MethodFull)
+			return invalid("method", "%s is not %q, %q or %q", quote(m.GetMethod()), MethodIncremental, MethodFull, MethodDrill)
 		}
 		if m.ScheduledFor != nil {
 			return checkTimestamp("scheduled_for", m.GetScheduledFor())
@@ -156,10 +156,12 @@ func (l Limits) validateMessage(msg proto.Message) error {
 	return err
 }
 
-// ScheduleTick methods.
+// ScheduleTick methods. A tick with MethodDrill backs nothing up: it asks a worker to run the
+// class's restore drill (docs/drills.md).
 const (
 	MethodIncremental = "incremental"
 	MethodFull        = "full"
+	MethodDrill       = "drill"
 )
 
 // SuspiciousActivity severities; empty means SeverityHigh.

@@ -450,7 +450,7 @@ func (d *decoder) targets(root mapping) []*Target {
 	return out
 }
 
-var classKeys = []string{"description", "timezone", "schedules", "retention", "targets", "replicas", "immutability", "rpo", "rto", "override_321", "override_rpo"}
+var classKeys = []string{"description", "timezone", "schedules", "retention", "targets", "replicas", "immutability", "rpo", "rto", "drill", "override_321", "override_rpo"}
 
 func (d *decoder) classes(root mapping, p *Policy) []*Class {
 	n := d.get(root, "classes", true)
@@ -527,6 +527,7 @@ func (d *decoder) class(key, val *yaml.Node, p *Policy) *Class {
 	c.RTO, _ = d.requiredDuration(m, "rto", RuleRTO, "the longest a restore may take, e.g. 48h")
 	c.Retention = d.retention(m, c, rpoText)
 	c.Immutability = d.immutability(m, c, p)
+	c.Drill = d.drill(m, c)
 
 	// Overrides, then the rules they override.
 	var o321, orpo *yaml.Node

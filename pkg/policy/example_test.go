@@ -46,3 +46,15 @@ func ExampleDefault() {
 	// important: every 0 3 * * 0, keep 90d, RPO 7d, RTO 3d
 	// non_essential: every 0 4 1 * *, keep 180d, RPO 30d, RTO 7d
 }
+
+// A drill's sample: a number of items, a share of the class, or all of it.
+func ExampleParseSample() {
+	for _, s := range []string{"100", "5%", "all"} {
+		sample, _ := policy.ParseSample(s)
+		fmt.Println(s, "of 1000 items:", sample.Size(1000))
+	}
+	// Output:
+	// 100 of 1000 items: 100
+	// 5% of 1000 items: 50
+	// all of 1000 items: 1000
+}

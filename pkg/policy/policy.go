@@ -105,6 +105,9 @@ type Class struct {
 	// backups. RTO is the longest a restore may take.
 	RPO time.Duration
 	RTO time.Duration
+	// Drill says when restore drills of the class are due and how much they restore; never nil
+	// after Parse (quarterly by default, seed 002 3.4).
+	Drill *Drill
 	// Override321 and OverrideRPO accept, with the reason given, a class that breaks the 3-2-1
 	// rule or whose schedules leave gaps longer than its RPO. Each is reported as a warning.
 	Override321 string

@@ -124,6 +124,21 @@ func (r *Restorer) Customer(ctx context.Context, tenant, customerID string, opts
 	return r.restore(ctx, items, opts)
 }
 
+// Items restores the given items only (a restore drill's sample, package drill), read and
+// checked as Customer and All do.
+func (r *Restorer) Items(ctx context.Context, recs []catalog.CustomerRecord, opts Options) (Report, error) {
+	if err := r.repo().CheckKey(ctx); err != nil {
+		return Report{}, err
+	}
+	var items []located
+	for _, rec := range recs {
+		for _, e := range rec.Items {
+			items = append(items, located{pack: rec.Pack, class: rec.Class, entry: e})
+		}
+	}
+	return r.restore(ctx, items, opts)
+}
+
 // All restores every customer in the catalog. Manifests are read from the targets and
 // authenticated, so the index only says which packs exist.
 func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/policy"
 )
 
@@ -20,23 +21,30 @@ import (
 const (
 	KindTick     = "tick"     // a schedule fired: published as a ScheduleTick
 	KindDeadline = "deadline" // a compliance deadline fell due: published as a ComplianceDeadline
+	// KindDrill: a class's restore drill fell due: published as a ScheduleTick with schedule
+	// DrillName and method event.MethodDrill, which a worker answers by running the drill.
+	KindDrill = "drill"
 )
+
+// DrillName is the name (ScheduleTick.schedule) of a drill trigger.
+const DrillName = "drill"
 
 // Event is one schedule tick or compliance deadline.
 type Event struct {
-	// ID is deterministic: "tick.<tenant>.<class>.<schedule>.<unix due>" or
-	// "deadline.<tenant>.<class>.<deadline>.<unix due>". It is the event id (ce-id, Nats-Msg-Id)
-	// and the key of the scheduler's KV record. Names cannot contain dots, so ids never collide.
+	// ID is deterministic: "tick.<tenant>.<class>.<schedule>.<unix due>",
+	// "deadline.<tenant>.<class>.<deadline>.<unix due>" or "drill.<tenant>.<class>.<unix due>".
+	// It is the event id (ce-id, Nats-Msg-Id) and the key of the scheduler's KV record. Names
+	// cannot contain dots, so ids never collide.
 	ID     string
-	Kind   string    // KindTick or KindDeadline
+	Kind   string    // KindTick, KindDeadline or KindDrill
 	Class  string    // data class
-	Name   string    // schedule name (ticks) or deadline name (deadlines)
-	Method string    // ticks: policy.MethodIncremental or policy.MethodFull; deadlines: ""
-	Due    time.Time // when it is due, in the class's (ticks) or policy's (deadlines) zone
+	Name   string    // schedule name (ticks), deadline name (deadlines) or DrillName (drills)
+	Method string    // ticks: policy.MethodIncremental or policy.MethodFull; drills: event.MethodDrill; deadlines: ""
+	Due    time.Time // when it is due, in the class's (ticks, drills) or policy's (deadlines) zone
 }
 
-// Compute returns every tick and deadline of p due in [from, to), ordered by due time, then
-// ticks before deadlines, then class order in the policy, then name.
+// Compute returns every tick, deadline and drill of p due in [from, to), ordered by due time,
+// then ticks before deadlines before drills, then class order in the policy, then name.
 //
 // Ticks: each schedule is due as policy.Schedule.Next says (DST included). When several
 // schedules of one class are due at the same instant, one tick fires: a full one if any is full,
@@ -47,6 +55,8 @@ type Event struct {
 // Deadlines: end_of_month on the last day of each month, end_of_fiscal_year on the last day of
 // the month before fiscal_year_start_month, both at the deadline's time of day in the policy's
 // zone; date deadlines at their date. One event per class the deadline applies to.
+//
+// Drills: each class's drill cron (policy.Drill.Next), one event per due time.
 func Compute(p *policy.Policy, from, to time.Time) []Event {
 	if !from.Before(to) {
 		return nil
@@ -56,6 +66,7 @@ func Compute(p *policy.Policy, from, to time.Time) []Event {
 		out = append(out, classTicks(p, c, from, to)...)
 	}
 	out = append(out, deadlines(p, from, to)...)
+	out = append(out, drills(p, from, to)...)
 	classIndex := map[string]int{}
 	for i, c := range p.Classes {
 		classIndex[c.Name] = i
@@ -64,11 +75,8 @@ func Compute(p *policy.Policy, from, to time.Time) []Event {
 		if c := a.Due.Compare(b.Due); c != 0 {
 			return c
 		}
-		if a.Kind != b.Kind {
-			if a.Kind == KindTick {
-				return -1
-			}
-			return 1
+		if c := kindOrder[a.Kind] - kindOrder[b.Kind]; c != 0 {
+			return c
 		}
 		if c := classIndex[a.Class] - classIndex[b.Class]; c != 0 {
 			return c
@@ -84,13 +92,22 @@ func Compute(p *policy.Policy, from, to time.Time) []Event {
 	return out
 }
 
-// NextDue returns the first time strictly after t at which p has a tick or deadline due, or the
-// zero time if nothing is due in the next five years.
+// kindOrder orders events due at the same instant: a drill restores what that instant's backup
+// has just written.
+var kindOrder = map[string]int{KindTick: 0, KindDeadline: 1, KindDrill: 2}
+
+// NextDue returns the first time strictly after t at which p has a tick, deadline or drill due,
+// or the zero time if nothing is due in the next five years.
 func NextDue(p *policy.Policy, t time.Time) time.Time {
 	var best time.Time
 	for _, c := range p.Classes {
 		for _, s := range c.Schedules {
 			if n := s.Next(t); !n.IsZero() && (best.IsZero() || n.Before(best)) {
+				best = n
+			}
+		}
+		if c.Drill != nil {
+			if n := c.Drill.Next(t); !n.IsZero() && (best.IsZero() || n.Before(best)) {
 				best = n
 			}
 		}
@@ -122,6 +139,26 @@ func TickID(tenant, class, schedule string, due time.Time) string {
 // DeadlineID is the id of a compliance deadline event; see TickID.
 func DeadlineID(tenant, class, deadline string, due time.Time) string {
 	return fmt.Sprintf("deadline.%s.%s.%s.%d", tenant, class, deadline, due.Unix())
+}
+
+// DrillID is the id of a drill trigger; see TickID.
+func DrillID(tenant, class string, due time.Time) string {
+	return fmt.Sprintf("drill.%s.%s.%d", tenant, class, due.Unix())
+}
+
+// drills computes the restore drills due in [from, to).
+func drills(p *policy.Policy, from, to time.Time) []Event {
+	var out []Event
+	for _, c := range p.Classes {
+		if c.Drill == nil {
+			continue
+		}
+		for t := c.Drill.Next(from.Add(-time.Nanosecond)); !t.IsZero() && t.Before(to); t = c.Drill.Next(t) {
+			out = append(out, Event{ID: DrillID(p.Tenant, c.Name, t), Kind: KindDrill, Class: c.Name,
+				Name: DrillName, Method: event.MethodDrill, Due: t})
+		}
+	}
+	return out
 }
 
 // classTicks computes the ticks of one class in [from, to), one per instant.

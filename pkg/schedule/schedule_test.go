@@ -58,11 +58,15 @@ func TestDefaultYear(t *testing.T) {
 		"deadline/critical/end_of_fiscal_year/":      1,
 		"deadline/important/end_of_fiscal_year/":     1,
 		"deadline/non_essential/end_of_fiscal_year/": 1,
+		// Every class is drilled quarterly (seed 002 3.4): 15 February, May, August, November.
+		"drill/critical/drill/drill":      4,
+		"drill/important/drill/drill":     4,
+		"drill/non_essential/drill/drill": 4,
 	}
 	if got := count(events); !mapsEqual(got, want) {
 		t.Fatalf("counts\n got %v\nwant %v", got, want)
 	}
-	if len(events) != 479 {
+	if len(events) != 491 {
 		t.Fatalf("%d events", len(events))
 	}
 	// Ordered, unique ids, each as documented.
@@ -242,7 +246,7 @@ classes:
 
 func TestFullEvery(t *testing.T) {
 	p := parse(t, fullEveryPolicy)
-	year := schedule.Compute(p, date(2027, 1, 1), date(2028, 1, 1))
+	year := ticksOnly(schedule.Compute(p, date(2027, 1, 1), date(2028, 1, 1)))
 	var full []string
 	for _, e := range year {
 		if e.Method == policy.MethodFull {
@@ -340,6 +344,7 @@ classes:
     targets: [a, b, c]
     rpo: 2000d
     rto: 1d
+    drill: {cron: "0 0 29 2 *"}
 deadlines: [{name: review, kind: date, date: 2027-05-25}]
 `)
 	if got := schedule.NextDue(only, date(2027, 1, 1)); !got.Equal(date(2027, 5, 25)) {
@@ -348,4 +353,15 @@ deadlines: [{name: review, kind: date, date: 2027-05-25}]
 	if got := schedule.NextDue(only, date(2027, 5, 25)); !got.Equal(time.Date(2028, 2, 29, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("after the deadline: %s", got)
 	}
+}
+
+// ticksOnly drops the drills and deadlines of events.
+func ticksOnly(events []schedule.Event) []schedule.Event {
+	var out []schedule.Event
+	for _, e := range events {
+		if e.Kind == schedule.KindTick {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -548,7 +548,8 @@ func (s *Service) publish(ctx context.Context, e Event, rev uint64, now time.Tim
 	var ack *jetstream.PubAck
 	var err error
 	switch e.Kind {
-	case KindTick:
+	case KindTick, KindDrill:
+		// A drill trigger is a tick with method "drill" (docs/events.md): no new event type.
 		ack, err = s.prod.PublishScheduleTick(ctx, &custosv1.ScheduleTick{
 			Meta: meta, Schedule: e.Name, Method: e.Method, ScheduledFor: timestamppb.New(e.Due)})
 	case KindDeadline:
@@ -567,7 +568,7 @@ func (s *Service) publish(ctx context.Context, e Event, rev uint64, now time.Tim
 		s.duplicates.Add(1)
 	} else {
 		s.fired.Add(1)
-		s.m.fired.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", e.Kind), attribute.String("class", e.Class)))
+		s.m.fired.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", e.Kind), attribute.String("class", e.Class), attribute.String("schedule", e.Name)))
 		s.m.lateness.Record(ctx, now.Sub(e.Due).Seconds(), metric.WithAttributes(attribute.String("kind", e.Kind)))
 	}
 	s.log.Info("fired", "id", e.ID, "kind", e.Kind, "class", e.Class, "name", e.Name, "method", e.Method,

@@ -210,6 +210,9 @@ func (b *bundle) stream(t *testing.T) []published {
 		case ev.ScheduleTick() != nil:
 			m := ev.ScheduleTick()
 			p.kind, p.name, p.method, p.due = schedule.KindTick, m.GetSchedule(), m.GetMethod(), m.GetScheduledFor().AsTime()
+			if m.GetMethod() == event.MethodDrill {
+				p.kind = schedule.KindDrill
+			}
 		case ev.ComplianceDeadline() != nil:
 			m := ev.ComplianceDeadline()
 			p.kind, p.name, p.due = schedule.KindDeadline, m.GetDeadline(), m.GetDue().AsTime()
@@ -256,7 +259,7 @@ func TestServiceYear(t *testing.T) {
 	stop(t, s)
 
 	want := schedule.Compute(b.policy, start, end)
-	if len(want) != 479 {
+	if len(want) != 491 {
 		t.Fatalf("%d events computed", len(want))
 	}
 	got := b.stream(t)
@@ -269,7 +272,7 @@ func TestServiceYear(t *testing.T) {
 			t.Fatalf("%s published after a later event", g.id)
 		}
 	}
-	if st := s.Stats(); st != (schedule.Stats{Fired: 479}) {
+	if st := s.Stats(); st != (schedule.Stats{Fired: 491}) {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -1,0 +1,324 @@
+// Package drill simulates a quarter of restore drills end to end: the scheduler service, driven
+// by a fake clock from 1 January to 1 April, publishes the drill triggers the policy's drill
+// schedules make due; a real worker process runs each drill against three fs targets; the audit
+// log then holds every drill's result per target, passed, and failed for the one target whose
+// copy of a pack was corrupted, which the worker alerts on.
+package drill
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custos-dev/custos/pkg/audit"
+	"github.com/custos-dev/custos/pkg/catalog"
+	"github.com/custos-dev/custos/pkg/policy"
+	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/repository"
+	"github.com/custos-dev/custos/pkg/schedule"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
+	"github.com/custos-dev/custos/tests/harness"
+)
+
+// schedulerPolicy is what the scheduler runs. Backups come from events in this test, so the
+// classes' schedules fall outside the quarter (1 July) and there are no deadlines: the only
+// events due are drills. critical is drilled monthly, the others quarterly (the default, seed
+// 002 3.4). The worker reads its RTOs and samples from its own policy, the default one.
+const schedulerPolicy = `version: 1
+tenant: shop
+targets:
+  - {name: t0, kind: fs}
+  - {name: t1, kind: s3}
+  - {name: t2, kind: s3, offsite: true}
+classes:
+  critical:
+    schedules: [{name: yearly, cron: "0 2 1 7 *"}]
+    retention: {min: 400d, yearly: 2}
+    targets: [t0, t1, t2]
+    rpo: 400d
+    rto: 48h
+    drill: {cron: "0 6 15 * *"}
+  important:
+    schedules: [{name: yearly, cron: "0 2 1 7 *"}]
+    retention: {min: 400d, yearly: 2}
+    targets: [t0, t1, t2]
+    rpo: 400d
+    rto: 72h
+  non_essential:
+    schedules: [{name: yearly, cron: "0 2 1 7 *"}]
+    retention: {min: 400d, yearly: 2}
+    targets: [t0, t1, t2]
+    rpo: 400d
+    rto: 7d
+`
+
+func TestQuarterOfDrills(t *testing.T) {
+	bin, err := harness.WorkerBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	stack, err := harness.Start(t.TempDir(), harness.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stack.Close()
+	w, err := stack.StartWorker(bin, "w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Kill()
+
+	// Backups: 20 events per class.
+	prod, err := producer.New(stack.JS, "urn:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes := []string{"critical", "important", "non_essential"}
+	for i := range 60 {
+		class := classes[i%3]
+		msg := &custosv1.PostTransaction{
+			Meta: &custosv1.Meta{EventId: fmt.Sprint("ev-", i), Time: timestamppb.Now(), Tenant: "shop",
+				CustomerId: fmt.Sprint("cust-", i%7), DataClass: class},
+			Record: &custosv1.Record{Key: fmt.Sprint("rec-", i), Source: &custosv1.Record_Inline{
+				Inline: []byte(strings.Repeat(fmt.Sprintf("record %d of %s;", i, class), 40))}},
+		}
+		if _, err := prod.PublishPostTransaction(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stack.WaitSettled(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bit rot in t2's copy of a pack of class important: the drills of important from t2 must
+	// fail; every other drill must pass.
+	index, err := catalog.Open(ctx, stack.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs, err := index.Packs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rotten string
+	for _, p := range packs {
+		if p.Class == "important" {
+			rotten = p.Pack
+			break
+		}
+	}
+	if rotten == "" {
+		t.Fatal("no pack of class important")
+	}
+	flip(t, filepath.Join(stack.Targets[2], filepath.FromSlash(repository.PackName(rotten))))
+
+	// The quarter, on the scheduler's fake clock. The real clock is later than the quarter, so
+	// the triggers carry times in the past, as a catch-up would.
+	pol, err := policy.Parse("policy.yaml", []byte(schedulerPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, end := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	clock := newFakeClock(start)
+	svc, err := schedule.New(stack.JS, schedule.Config{Policy: pol, Replica: "s1", Clock: clock,
+		Logger: slog.New(slog.DiscardHandler), MaxSleep: 365 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		clock.waitIdle(t)
+		next := clock.next()
+		if next.IsZero() || !next.Before(end) {
+			break
+		}
+		clock.Set(next)
+	}
+	if err := svc.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	due := schedule.Compute(pol, start, end)
+	if len(due) != 5 { // critical on 15 January, February and March; the others on 15 February
+		t.Fatalf("%d events due in the quarter: %+v", len(due), due)
+	}
+	for _, e := range due {
+		if e.Kind != schedule.KindDrill {
+			t.Fatalf("due: %+v", e)
+		}
+	}
+	if st := svc.Stats(); st.Fired != 5 {
+		t.Fatalf("scheduler: %+v", st)
+	}
+	if err := stack.WaitSettled(ctx, 120*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// One audit entry per drill and target.
+	entries, err := audit.List(ctx, stack.JS, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]audit.Entry{}
+	for _, e := range entries {
+		if e.Kind == audit.KindDrill {
+			got[e.EventID] = e
+		}
+	}
+	var want []string
+	for _, e := range due {
+		for i := range 3 {
+			want = append(want, fmt.Sprintf("%s/fs:t%d", e.ID, i))
+		}
+	}
+	if len(got) != len(want) {
+		var ids []string
+		for id := range got {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		t.Fatalf("%d drill entries, want %d: %v", len(got), len(want), ids)
+	}
+	failed := 0
+	for _, id := range want {
+		e, ok := got[id]
+		if !ok {
+			t.Fatalf("no drill entry %s", id)
+		}
+		bad := strings.HasPrefix(id, "drill.shop.important.") && strings.HasSuffix(id, "/fs:t2")
+		switch {
+		case bad && (e.Outcome != audit.OutcomeFailed || e.Figures.ChecksumFailures == 0 || !strings.Contains(e.Reason, "failed their checksum")):
+			t.Fatalf("corrupt target's drill: %+v %+v", e, e.Figures)
+		case bad:
+			failed++
+		case e.Outcome != audit.OutcomePassed || e.Figures.Items != 20 || e.Figures.ChecksumFailures != 0 || e.Figures.RTOSeconds == 0:
+			t.Fatalf("drill %s: %+v %+v", id, e, e.Figures)
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d failed drills", failed)
+	}
+	logs, err := os.ReadFile(w.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(logs), "ALERT: restore drill failed"); n != 1 {
+		t.Fatalf("%d drill alerts in the worker's log:\n%s", n, logs)
+	}
+	if err := w.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flip flips one byte in the middle of a file, as bit rot would.
+func flip(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x10
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeClock is a schedule.Clock whose time moves only when the test sets it.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers map[*fakeTimer]bool
+}
+
+type fakeTimer struct {
+	clk *fakeClock
+	at  time.Time
+	c   chan time.Time
+}
+
+func newFakeClock(now time.Time) *fakeClock {
+	return &fakeClock{now: now, timers: map[*fakeTimer]bool{}}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTimer(d time.Duration) schedule.Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{clk: c, at: c.now.Add(d), c: make(chan time.Time, 1)}
+	if d <= 0 {
+		t.c <- c.now
+		return t
+	}
+	c.timers[t] = true
+	return t
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.c }
+
+func (t *fakeTimer) Stop() bool {
+	t.clk.mu.Lock()
+	defer t.clk.mu.Unlock()
+	pending := t.clk.timers[t]
+	delete(t.clk.timers, t)
+	return pending
+}
+
+// Set moves the clock to now and fires every timer due by then.
+func (c *fakeClock) Set(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = now
+	for t := range c.timers {
+		if !t.at.After(now) {
+			delete(c.timers, t)
+			t.c <- now
+		}
+	}
+}
+
+// next returns the earliest pending timer's time.
+func (c *fakeClock) next() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var best time.Time
+	for t := range c.timers {
+		if best.IsZero() || t.at.Before(best) {
+			best = t.at
+		}
+	}
+	return best
+}
+
+// waitIdle waits until the service sleeps on a timer: its pass is done.
+func (c *fakeClock) waitIdle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c.mu.Lock()
+		n := len(c.timers)
+		c.mu.Unlock()
+		if n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d timers pending", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
