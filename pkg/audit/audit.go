@@ -489,3 +489,22 @@ func List(ctx context.Context, js jetstream.JetStream, limit int) ([]Entry, erro
 	}
 	return out, nil
 }
+
+// Name returns s in the form entries accept for target names and key ids
+// ([A-Za-z0-9._:-]{1,128}): every other character becomes "_", and the result is cut to 128
+// characters ("_" for an empty s). Target names such as "s3:bucket/prefix" are recorded so.
+func Name(s string) string {
+	if nameRE.MatchString(s) {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	return string(b[:min(len(b), 128)])
+}

@@ -29,6 +29,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/repository"
@@ -63,12 +64,25 @@ type Config struct {
 	// item that any of them lists is kept, since an incremental chain restores through its full
 	// snapshot's items. (Snapshots themselves are kept until snapshot retention exists.)
 	Snapshots Snapshots
+	// Audit, when set, receives one retention_expiry entry per class per sweep that deleted
+	// packs of it (docs/audit.md); *audit.Log implements it.
+	Audit Appender
 	// Logger, Clock and MeterProvider default to a discarding logger, time.Now and the global
 	// meter provider. Clock gives the time when Plan or Sweep is called with a zero time.
 	Logger        *slog.Logger
 	Clock         func() time.Time
 	MeterProvider metric.MeterProvider
 }
+
+// Appender appends audit entries; *audit.Log implements it.
+type Appender interface {
+	Append(ctx context.Context, e audit.Entry) error
+}
+
+var _ Appender = (*audit.Log)(nil)
+
+// OutcomeExpired is the outcome of retention_expiry entries.
+const OutcomeExpired = "expired"
 
 // Sweeper plans and carries out retention. It holds no state between calls: several may run,
 // as every step is idempotent.
@@ -148,6 +162,9 @@ type Report struct {
 	Locked    int
 	Failed    int
 	DryRun    bool
+	// AuditErr is why the sweep's retention_expiry entries were not all appended (the packs are
+	// deleted all the same); nil when they were, or when there was nothing to record.
+	AuditErr error
 }
 
 // Err joins the errors of failed deletions.
@@ -202,8 +219,44 @@ func (s *Sweeper) Sweep(ctx context.Context, now time.Time, dryRun bool) (Report
 		s.packs.Add(ctx, 1, metric.WithAttributes(attribute.String("custos.class", d.Pack.Class),
 			attribute.String("outcome", string(d.Outcome))))
 	}
+	rep.AuditErr = s.audit(ctx, ds)
 	return rep, nil
 }
+
+// audit appends one retention_expiry entry per class of which packs were deleted, with how
+// many. An entry that cannot be appended is logged with its figures and reported.
+func (s *Sweeper) audit(ctx context.Context, ds []Decision) error {
+	if s.cfg.Audit == nil {
+		return nil
+	}
+	expired := map[string]int64{}
+	for _, d := range ds {
+		if d.Outcome == OutcomeDeleted {
+			expired[d.Pack.Class]++
+		}
+	}
+	classes := make([]string, 0, len(expired))
+	for c := range expired {
+		classes = append(classes, c)
+	}
+	slices.Sort(classes)
+	var errs []error
+	for _, class := range classes {
+		e := audit.Entry{Time: s.cfg.Clock(), Kind: audit.KindRetentionExpiry, Class: class, Count: expired[class],
+			Reason: "packs expired by the retention policy", Outcome: OutcomeExpired}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+		err := s.cfg.Audit.Append(actx, e)
+		cancel()
+		if err != nil {
+			s.cfg.Logger.Error("retention expiry not recorded in the audit log", "class", class, "packs", expired[class], "err", err)
+			errs = append(errs, fmt.Errorf("class %s: %w", class, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// auditTimeout bounds one audit append.
+const auditTimeout = 10 * time.Second
 
 // delete removes one pack: the pack object from every target, then the manifest from every
 // target the pack object is gone from, then the index entries when every copy is gone. A

@@ -46,6 +46,8 @@ type bundle struct {
 	clock   *clock
 	sweeper *retention.Sweeper
 	seq     uint64 // stream sequence of the last item committed
+	ns      *natstest.Server
+	policy  *policy.Policy
 }
 
 // policyYAML is a one-class policy with the given retention block.
@@ -78,7 +80,7 @@ func setup(t *testing.T, retentionBlock string) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{index: ix, clock: &clock{}}
+	b := &bundle{index: ix, clock: &clock{}, ns: ns, policy: p}
 	var ts []target.Target
 	for _, l := range []string{"a", "b"} {
 		mt := mem.New(mem.WithLabel(l), mem.WithClock(b.clock.Now))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -13,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/custos-dev/custos/pkg/audit"
@@ -244,19 +244,11 @@ fails is reported and the command exits 2; run it again once the target answers.
 				fmt.Fprintln(cmd.OutOrStdout(), "audit checkpoint: the log is empty; nothing written")
 				return nil
 			}
-			now := time.Now()
-			signed, err := audit.NewCheckpoint(entries, now, signer)
-			if err != nil {
-				return err
-			}
 			v, err := audit.ParseVerifierKey(key.vkey)
 			if err != nil {
 				return err
 			}
-			c, err := audit.ParseCheckpoint(signed, v)
-			if err != nil {
-				return err
-			}
+			now := time.Now()
 			var longest time.Duration
 			for _, cl := range cfg.Classes {
 				longest = max(longest, cl.Retain)
@@ -265,15 +257,15 @@ fails is reported and the command exits 2; run it again once the target answers.
 			if longest > 0 {
 				opts.RetainUntil = now.Add(longest)
 			}
-			failures := 0
-			for _, t := range targets {
-				err := repository.WriteAudit(ctx, t, repository.AuditWrite{Entries: entries, Size: c.Size,
-					Checkpoint: signed, Same: audit.SameTree, Put: opts})
-				if err != nil {
-					fmt.Fprintln(cmd.ErrOrStderr(), "FAILED:", err)
-					failures++
-				}
+			res, err := audit.WriteCheckpoint(ctx, audit.CheckpointWrite{Entries: entries, Held: cps, Targets: targets,
+				Signer: signer, Verifier: v, Now: now, Put: opts})
+			if err != nil {
+				return err
 			}
+			for _, err := range res.Failures {
+				fmt.Fprintln(cmd.ErrOrStderr(), "FAILED:", err)
+			}
+			c, failures := res.Checkpoint, len(res.Failures)
 			fmt.Fprintf(cmd.OutOrStdout(), "audit checkpoint size=%d root=%s targets=%d failures=%d\nverifier key: %s\n",
 				c.Size, base64.StdEncoding.EncodeToString(c.Root[:]), len(targets)-failures, failures, key.vkey)
 			if failures > 0 {
@@ -284,51 +276,30 @@ fails is reported and the command exits 2; run it again once the target answers.
 	}
 }
 
-// auditCheckpoints are the distinct checkpoint objects of every target, with where each was
-// first found ("fs:a:audit/checkpoints/…").
-type auditCheckpoints struct {
-	data  [][]byte
-	where []string
-}
-
 // readAuditCheckpoints reads the checkpoints of every target that answers; a target that does
 // not, or that lacks checkpoints another holds, is named on errw.
-func readAuditCheckpoints(ctx context.Context, targets []target.Target, errw io.Writer) auditCheckpoints {
-	var out auditCheckpoints
-	held := map[string]int{}
-	sizes := map[int64]bool{}
-	for _, t := range targets {
-		cps, err := repository.ReadAuditCheckpoints(ctx, t)
-		if err != nil {
-			fmt.Fprintln(errw, "WARNING:", err)
-			continue
-		}
-		held[t.Name()] = len(cps)
-		for _, c := range cps {
-			sizes[c.Size] = true
-			if !slices.ContainsFunc(out.data, func(b []byte) bool { return bytes.Equal(b, c.Data) }) {
-				out.data = append(out.data, c.Data)
-				out.where = append(out.where, t.Name()+":"+c.Name)
-			}
-		}
+func readAuditCheckpoints(ctx context.Context, targets []target.Target, errw io.Writer) audit.TargetCheckpoints {
+	cps := audit.ReadTargetCheckpoints(ctx, targets)
+	for _, err := range cps.Unreachable {
+		fmt.Fprintln(errw, "WARNING:", err)
 	}
 	for _, t := range targets {
-		if n, ok := held[t.Name()]; ok && n < len(sizes) {
+		if n, ok := cps.Lagging[t.Name()]; ok {
 			fmt.Fprintf(errw, "NOTE: target %s holds %d of the %d checkpoint sizes the targets hold (it missed a custos audit checkpoint, or lost some)\n",
-				t.Name(), n, len(sizes))
+				t.Name(), n, cps.Sizes)
 		}
 	}
-	return out
+	return cps
 }
 
 // printAuditVerify verifies and prints the summary line.
-func printAuditVerify(w io.Writer, entries [][]byte, cps auditCheckpoints, vkey string) (audit.Report, bool) {
+func printAuditVerify(w io.Writer, entries [][]byte, cps audit.TargetCheckpoints, vkey string) (audit.Report, bool) {
 	v, err := audit.ParseVerifierKey(vkey)
 	if err != nil {
 		fmt.Fprintln(w, "audit verify FAILED:", err)
 		return audit.Report{}, false
 	}
-	rep, err := audit.Verify(entries, cps.data, v)
+	rep, err := audit.Verify(entries, cps.Data, v)
 	line := fmt.Sprintf("audit verify entries=%d checkpoints=%d head=%d", rep.Entries, rep.Checkpoints, rep.Head)
 	switch {
 	case err == nil:
@@ -337,7 +308,7 @@ func printAuditVerify(w io.Writer, entries [][]byte, cps auditCheckpoints, vkey 
 	case rep.FirstBad >= 0:
 		fmt.Fprintf(w, "%s FAILED: entry %d: %s\n", line, rep.FirstBad, rep.Problem)
 	case rep.BadCheckpoint >= 0:
-		fmt.Fprintf(w, "%s FAILED: checkpoint %s: %s\n", line, cps.where[rep.BadCheckpoint], rep.Problem)
+		fmt.Fprintf(w, "%s FAILED: checkpoint %s: %s\n", line, cps.Where[rep.BadCheckpoint], rep.Problem)
 	default:
 		fmt.Fprintf(w, "%s FAILED: %v\n", line, err)
 	}
@@ -346,7 +317,7 @@ func printAuditVerify(w io.Writer, entries [][]byte, cps auditCheckpoints, vkey 
 
 // printAuditProof prints the inclusion proof of entry n in the newest checkpoint's tree and
 // checks it against that checkpoint.
-func printAuditProof(w io.Writer, entries [][]byte, cps auditCheckpoints, rep audit.Report, n int64, vkey string) error {
+func printAuditProof(w io.Writer, entries [][]byte, cps audit.TargetCheckpoints, rep audit.Report, n int64, vkey string) error {
 	v, err := audit.ParseVerifierKey(vkey)
 	if err != nil {
 		return err
@@ -355,7 +326,7 @@ func printAuditProof(w io.Writer, entries [][]byte, cps auditCheckpoints, rep au
 		return fmt.Errorf("entry %d is not covered by a checkpoint (the newest is of %d entries)", n, rep.Head)
 	}
 	var signed []byte
-	for _, b := range cps.data {
+	for _, b := range cps.Data {
 		if c, err := audit.ParseCheckpoint(b, v); err == nil && c.Size == rep.Head && c.Root == rep.Root {
 			signed = b
 			break
@@ -409,4 +380,25 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// auditAppendTimeout bounds the CLI's append of one audit entry.
+const auditAppendTimeout = 10 * time.Second
+
+// recordAudit appends e to the audit log through js, best effort: the action it records is done
+// already, so a failure (the broker unreachable, a role that may not append) is reported on
+// errw, naming what was not recorded, and the command goes on. It reports whether e was
+// appended.
+func recordAudit(ctx context.Context, js jetstream.JetStream, e audit.Entry, errw io.Writer) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditAppendTimeout)
+	defer cancel()
+	l, err := audit.Open(ctx, js)
+	if err == nil {
+		err = l.Append(ctx, e)
+	}
+	if err != nil {
+		fmt.Fprintf(errw, "WARNING: this %s was not recorded in the audit log: %v\n", strings.ReplaceAll(e.Kind, "_", " "), err)
+		return false
+	}
+	return true
 }

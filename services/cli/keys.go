@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/repository"
@@ -48,7 +50,9 @@ func keysRotateCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "KEK rotated (%s): %s is retired, %s is active\n", backendName(cfg), oldID, newID)
-			return rewrapAndEnvelope(cmd.Context(), cfg, "rotated")
+			rec := &audit.Entry{Kind: audit.KindKeyRotation, Key: audit.Name(newID), Outcome: "rotated",
+				Reason: "retired " + oldID}
+			return rewrapAndEnvelope(cmd.Context(), cfg, "rotated", rec)
 		},
 	}
 }
@@ -74,7 +78,7 @@ func keysDestroyCmd() *cobra.Command {
 			}
 			// Keys created meanwhile by processes still on the retired KEK are re-wrapped, and
 			// every envelope must be in every target before anything is destroyed.
-			if err := rewrapAndEnvelope(cmd.Context(), cfg, "checked"); err != nil {
+			if err := rewrapAndEnvelope(cmd.Context(), cfg, "checked", nil); err != nil {
 				return fmt.Errorf("nothing destroyed: %w", err)
 			}
 			gone, err := ring.DestroyRetired(cmd.Context())
@@ -82,6 +86,15 @@ func keysDestroyCmd() *cobra.Command {
 				return err
 			}
 			fmt.Printf("keys destroyed=%d %v\n", len(gone), gone)
+			rec := audit.Entry{Time: time.Now(), Kind: audit.KindKeyRotation, Key: audit.Name(ring.KeyID()),
+				Outcome: "retired_destroyed", Count: int64(len(gone)), Reason: "destroyed " + strings.Join(gone, ", ")}
+			nc, js, err := connectNATS(cfg, "custos-keys")
+			if err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: this key rotation was not recorded in the audit log: %v\n", err)
+				return nil
+			}
+			defer nc.Drain()
+			recordAudit(cmd.Context(), js, rec, cmd.ErrOrStderr())
 			return nil
 		},
 	}
@@ -115,16 +128,27 @@ func loadConfig(cmd *cobra.Command) (*config.Config, error) {
 // rewrapAndEnvelope records the active KEK in the key store, re-wraps every live data key under
 // it and writes every key envelope to every target, with a retention that outlives every older
 // locked manifest. It fails unless every envelope is in every target.
-func rewrapAndEnvelope(ctx context.Context, cfg *config.Config, verb string) error {
+//
+// rec, when set, is the audit entry of the rotation just made: it is appended once the keys are
+// re-wrapped, with Count the data keys re-wrapped (or, when that failed, none).
+func rewrapAndEnvelope(ctx context.Context, cfg *config.Config, verb string, rec *audit.Entry) error {
 	parts, err := cfg.Open(ctx, "custos-keys", logger())
 	if err != nil {
+		if rec != nil {
+			fmt.Fprintf(os.Stderr, "WARNING: the rotation to %s was not recorded in the audit log: %v\n", rec.Key, err)
+		}
 		return err
 	}
 	defer parts.Close()
-	if err := parts.Keys.SetActiveKEK(ctx); err != nil {
-		return err
+	err = parts.Keys.SetActiveKEK(ctx)
+	var rewrapped, live int
+	if err == nil {
+		rewrapped, live, err = parts.Keys.Rewrap(ctx)
 	}
-	rewrapped, live, err := parts.Keys.Rewrap(ctx)
+	if rec != nil {
+		rec.Time, rec.Count = time.Now(), int64(rewrapped)
+		recordAudit(ctx, parts.JS, *rec, os.Stderr)
+	}
 	if err != nil {
 		return err
 	}

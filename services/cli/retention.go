@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/config"
-	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/retention"
 )
 
@@ -39,24 +39,33 @@ nothing. It exits 2 when a pack could not be deleted for another reason.`,
 		Example: `  custos retention sweep --config custos.yaml --policy policy.yaml --dry-run`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if policyPath == "" {
-				return fmt.Errorf("--policy is required: retention deletes what the policy no longer keeps")
-			}
-			p, err := policy.Load(policyPath)
-			if err != nil {
-				return err
-			}
 			cfgPath, _ := cmd.Flags().GetString("config")
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
 				return err
+			}
+			p, err := policyFor(cfg, policyPath)
+			if err != nil {
+				return err
+			}
+			if p == nil {
+				return fmt.Errorf("no policy: name it in the configuration (policy: FILE) or give --policy; retention deletes what the policy no longer keeps")
 			}
 			parts, err := cfg.Open(cmd.Context(), "custos-retention", logger())
 			if err != nil {
 				return err
 			}
 			defer parts.Close()
-			s, err := retention.New(retention.Config{Index: parts.Index, Policy: p, Targets: parts.Targets, Snapshots: parts.Snapshots, Logger: logger()})
+			rc := retention.Config{Index: parts.Index, Policy: p, Targets: parts.Targets, Snapshots: parts.Snapshots, Logger: logger()}
+			if !dryRun {
+				// Expiry is recorded in the audit log; a role that may not append is warned below.
+				if log, err := audit.Open(cmd.Context(), parts.JS); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: the expiries of this sweep will not be recorded in the audit log: %v\n", err)
+				} else {
+					rc.Audit = log
+				}
+			}
+			s, err := retention.New(rc)
 			if err != nil {
 				return err
 			}
@@ -66,6 +75,9 @@ nothing. It exits 2 when a pack could not be deleted for another reason.`,
 			}
 			if err := printSweep(cmd.OutOrStdout(), rep); err != nil {
 				return err
+			}
+			if rep.AuditErr != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: the expiries were not all recorded in the audit log: %v\n", rep.AuditErr)
 			}
 			if rep.Failed > 0 {
 				return &exitError{code: 2, msg: fmt.Sprintf("%d packs could not be deleted: %v", rep.Failed, rep.Err())}
