@@ -78,6 +78,9 @@ type Job struct {
 	Created time.Time `json:"created"`
 	// Failed holds the reason the job was given up, if it was.
 	Failed string `json:"failed,omitempty"`
+	// PointInTime marks a snapshot of an event-fed class taken from the index as of Time, not
+	// read from a source (docs/design.md section 10); its tasks are pseudonym ranges.
+	PointInTime bool `json:"point_in_time,omitempty"`
 }
 
 // Object is a stored object with its checksum.
