@@ -32,6 +32,7 @@ type Config struct {
 	Classes    map[string]Class `yaml:"classes"`
 	Worker     Worker           `yaml:"worker"`
 	Telemetry  Telemetry        `yaml:"telemetry"`
+	Alerts     Alerts           `yaml:"alerts"` // telemetry.go
 	// Erasure says how deletion requests are authenticated and carried out.
 	Erasure erasure.Policy `yaml:"erasure"`
 	dir     string
@@ -153,6 +154,25 @@ type Worker struct {
 	// ErasureInterval is how often the worker looks for erasures whose grace period ended
 	// (default 30s; see the erasure section).
 	ErasureInterval time.Duration `yaml:"erasure_interval"`
+	// AuditCheckpointInterval is how often one worker signs a checkpoint of the audit log and
+	// writes it, with the entries, to every target (docs/audit.md). Unset: every
+	// DefaultAuditCheckpointInterval; 0s turns it off. See AuditCheckpointEvery.
+	AuditCheckpointInterval *time.Duration `yaml:"audit_checkpoint_interval"`
+	// AuditCommitInterval is how often each worker appends its backup_commit summaries to the
+	// audit log (default 1m).
+	AuditCommitInterval time.Duration `yaml:"audit_commit_interval"`
+}
+
+// DefaultAuditCheckpointInterval is how often the workers checkpoint the audit log by default.
+const DefaultAuditCheckpointInterval = time.Hour
+
+// AuditCheckpointEvery is the audit checkpoint interval: DefaultAuditCheckpointInterval when
+// unset, 0 (off) when set to zero or less.
+func (w Worker) AuditCheckpointEvery() time.Duration {
+	if w.AuditCheckpointInterval == nil {
+		return DefaultAuditCheckpointInterval
+	}
+	return max(*w.AuditCheckpointInterval, 0)
 }
 
 // Scrub defaults.
@@ -176,12 +196,6 @@ func (w Worker) ScrubBytesPerSecond() int64 {
 		return DefaultScrubRate
 	}
 	return w.ScrubRate
-}
-
-// Telemetry selects the trace exporter: otlp-grpc, otlp-http, stdout or none.
-type Telemetry struct {
-	Exporter string `yaml:"exporter"`
-	Endpoint string `yaml:"endpoint"`
 }
 
 // Load reads and validates a configuration file.
@@ -251,6 +265,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, c.validateTelemetry()...) // telemetry.go
 	sources, serrs := c.validateSources()
 	errs = append(errs, serrs...)
 	if len(c.Classes) == 0 {

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,7 +58,9 @@ type Repairer struct {
 	targets map[string]target.Target
 
 	mu      sync.Mutex
-	missing map[string]int64 // per target, from the last pass: the outage metric
+	missing map[classTarget]int64 // from the last pass: the outage metric
+	depth   int64                 // queue entries at the last pass
+	summary string                // what the last pass left waiting, as logged
 	loop    periodic.Loop
 }
 
@@ -80,7 +84,7 @@ func New(cfg Config) (*Repairer, error) {
 	if cfg.MeterProvider == nil {
 		cfg.MeterProvider = otel.GetMeterProvider()
 	}
-	r := &Repairer{cfg: cfg, targets: map[string]target.Target{}, missing: map[string]int64{}}
+	r := &Repairer{cfg: cfg, targets: map[string]target.Target{}, missing: map[classTarget]int64{}}
 	r.loop = periodic.Loop{Interval: cfg.Interval,
 		Run: func(ctx context.Context) error {
 			_, err := r.RunOnce(ctx)
@@ -89,18 +93,30 @@ func New(cfg Config) (*Repairer, error) {
 		OnError: func(err error) { r.cfg.Logger.Warn("repair pass failed", "err", err) }}
 	for _, t := range cfg.Targets {
 		r.targets[t.Name()] = t
-		r.missing[t.Name()] = 0
 	}
-	_, err := cfg.MeterProvider.Meter("github.com/custos-dev/custos/pkg/repair").Int64ObservableGauge(
-		"custos.replicas.missing",
-		metric.WithDescription("Packs recorded as missing from a target and not yet repaired; non-zero while a target is out"),
-		metric.WithUnit("{pack}"),
+	meter := cfg.MeterProvider.Meter("github.com/custos-dev/custos/pkg/repair")
+	// A series stays in the gauge at 0 once repaired, so dashboards see it return to 0.
+	_, err := meter.Int64ObservableGauge("custos.replicas.missing",
+		metric.WithDescription("Replicas recorded as missing from a target and not yet repaired, by class and target; non-zero while a target is out"),
+		metric.WithUnit("{replica}"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			for name, n := range r.missing {
-				o.Observe(n, metric.WithAttributes(attribute.String("custos.target", name)))
+			for k, n := range r.missing {
+				o.Observe(n, metric.WithAttributes(attribute.String("class", k.class), attribute.String("target", k.target)))
 			}
+			return nil
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("repair: metric: %w", err)
+	}
+	_, err = meter.Int64ObservableGauge("custos.repair.queue.depth",
+		metric.WithDescription("Entries in the repair queue at the last pass, every kind of record"),
+		metric.WithUnit("{entry}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			o.Observe(r.depth)
 			return nil
 		}))
 	if err != nil {
@@ -124,7 +140,7 @@ func (r *Repairer) RunOnce(ctx context.Context) (Result, error) {
 	}
 	var res Result
 	down := map[string]bool{}
-	counts := map[string]int64{}
+	w := waiting{byTarget: map[string]int{}, missing: map[classTarget]int64{}, why: map[string]error{}}
 	for _, m := range entries {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -132,24 +148,26 @@ func (r *Repairer) RunOnce(ctx context.Context) (Result, error) {
 		dst, ok := r.targets[m.Target]
 		if !ok || down[m.Target] {
 			res.Pending++
-			counts[m.Target]++
+			w.add(m, nil)
 			continue
 		}
 		if err := r.repair(ctx, dst, m); err != nil {
 			res.Pending++
-			counts[m.Target]++
+			w.add(m, err)
 			if errors.Is(err, errTargetDown) {
 				down[m.Target] = true
 			}
-			r.cfg.Logger.Info("replica not repaired yet", "pack", m.Pack, "target", m.Target, "err", err)
+			// Every pass retries every entry: per entry, this is debug detail. The summary
+			// below says what is waiting, once per change.
+			r.cfg.Logger.DebugContext(ctx, "replica not repaired yet", "pack", m.Pack, "target", m.Target, "err", err)
 			continue
 		}
 		// Entries that are not packs (erasure and snapshot records) have no index entry.
 		if pack.ValidID(m.Pack) {
 			if err := r.cfg.Index.AddTarget(ctx, m.Pack, m.Target); err != nil {
 				res.Pending++
-				counts[m.Target]++
-				r.cfg.Logger.Warn("repaired replica not indexed yet", "pack", m.Pack, "target", m.Target, "err", err)
+				w.add(m, err)
+				r.cfg.Logger.DebugContext(ctx, "repaired replica not indexed yet", "pack", m.Pack, "target", m.Target, "err", err)
 				continue
 			}
 		}
@@ -157,15 +175,73 @@ func (r *Repairer) RunOnce(ctx context.Context) (Result, error) {
 			return res, err
 		}
 		res.Repaired++
-		r.cfg.Logger.Info("replica repaired", "pack", m.Pack, "target", m.Target,
-			"outage", r.cfg.Clock().Sub(m.Since).Round(time.Millisecond))
+		r.cfg.Logger.InfoContext(ctx, "replica repaired", "pack", m.Pack, "target", m.Target,
+			"outage", r.cfg.Clock().Sub(m.Since))
 	}
 	r.mu.Lock()
-	for name := range r.missing {
-		r.missing[name] = counts[name]
+	for k := range r.missing {
+		r.missing[k] = 0
+	}
+	maps.Copy(r.missing, w.missing)
+	r.depth = int64(len(entries))
+	summary, changed := w.String(), false
+	if summary != r.summary {
+		r.summary, changed = summary, true
 	}
 	r.mu.Unlock()
+	if changed {
+		if res.Pending == 0 {
+			r.cfg.Logger.InfoContext(ctx, "no replica waits for repair")
+		} else {
+			args := []any{"pending", res.Pending, "targets", summary}
+			if err := w.firstErr(); err != nil {
+				args = append(args, "err", err)
+			}
+			r.cfg.Logger.InfoContext(ctx, "replicas wait for repair", args...)
+		}
+	}
 	return res, nil
+}
+
+// classTarget labels the missing-replicas gauge. Both are names from the configuration.
+type classTarget struct{ class, target string }
+
+// waiting sums up the entries a pass left in the queue.
+type waiting struct {
+	byTarget map[string]int
+	missing  map[classTarget]int64
+	why      map[string]error // the first error per target
+}
+
+func (w *waiting) add(m Missing, err error) {
+	class := m.Class
+	if class == "" {
+		class = "none"
+	}
+	w.byTarget[m.Target]++
+	w.missing[classTarget{class, m.Target}]++
+	if err != nil && w.why[m.Target] == nil {
+		w.why[m.Target] = err
+	}
+}
+
+// String is "t1=3 t2=1": the pending count per target, in name order.
+func (w *waiting) String() string {
+	var b strings.Builder
+	for _, t := range slices.Sorted(maps.Keys(w.byTarget)) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", t, w.byTarget[t])
+	}
+	return b.String()
+}
+
+func (w *waiting) firstErr() error {
+	for _, t := range slices.Sorted(maps.Keys(w.why)) {
+		return w.why[t]
+	}
+	return nil
 }
 
 var (

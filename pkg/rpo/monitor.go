@@ -2,9 +2,12 @@
 // committed backup of the class is, against the RPO the policy sets (seed 002, 4.1; seed 003:
 // monitoring and alerts for backup failures).
 //
-// The Monitor exports, per class, the gauges custos.rpo.age_seconds and custos.rpo.breached
-// (0 or 1), and on a breach logs a WARN and adds one to custos.alerts{kind="rpo_breach"}, once
-// per breach: the alert fires again only after the class has met its RPO in between.
+// The Monitor exports, per class, the gauges custos_rpo_age_seconds{class} and
+// custos_rpo_breached{class} (0 or 1), and on a breach logs a WARN and adds one to
+// custos_alerts_total{kind="rpo_breach",severity="critical"}, once per breach: the alert fires
+// again only after the class has met its RPO in between. A configured alert.Notifier gets the
+// state of every class at every check (alert CustosRPOBreach); a webhook notifier posts once
+// when a breach starts and once when it ends.
 package rpo
 
 import (
@@ -20,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/custos-dev/custos/pkg/alert"
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/periodic"
 	"github.com/custos-dev/custos/pkg/policy"
@@ -141,7 +145,18 @@ type Config struct {
 	Logger        *slog.Logger
 	Clock         Clock
 	MeterProvider metric.MeterProvider
+	// Notifier, when set, is told every class's state (AlertName) after each check.
+	Notifier alert.Notifier
 }
+
+// AlertName is the alertname of an RPO breach; its labels are class and severity.
+const AlertName = "CustosRPOBreach"
+
+// Attribute values of custos_alerts_total for an RPO breach.
+const (
+	AlertKind     = "rpo_breach"
+	AlertSeverity = "critical"
+)
 
 // Monitor checks every class's RPO each Interval. It has the lifecycle of every Custos
 // long-running part: New, Start, Stop (safe before Start and twice).
@@ -182,11 +197,11 @@ func New(cfg Config) (*Monitor, error) {
 	meter := cfg.MeterProvider.Meter("github.com/custos-dev/custos/pkg/rpo")
 	var err error
 	if m.alerts, err = meter.Int64Counter("custos.alerts",
-		metric.WithDescription("Alerts raised, by kind; an RPO breach counts once per breach"),
+		metric.WithDescription("Alerts raised, by kind and severity; an RPO breach counts once per breach"),
 		metric.WithUnit("{alert}")); err != nil {
 		return nil, fmt.Errorf("rpo: metric: %w", err)
 	}
-	if _, err = meter.Float64ObservableGauge("custos.rpo.age_seconds",
+	if _, err = meter.Float64ObservableGauge("custos.rpo.age",
 		metric.WithDescription("Age of the newest committed backup of a class; absent while the class has none"),
 		metric.WithUnit("s"),
 		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
@@ -194,7 +209,7 @@ func New(cfg Config) (*Monitor, error) {
 			defer m.mu.Unlock()
 			for c, s := range m.status {
 				if !s.Newest.IsZero() {
-					o.Observe(s.Age.Seconds(), metric.WithAttributes(attribute.String("custos.class", c)))
+					o.Observe(s.Age.Seconds(), metric.WithAttributes(attribute.String("class", c)))
 				}
 			}
 			return nil
@@ -211,7 +226,7 @@ func New(cfg Config) (*Monitor, error) {
 				if s.Breached {
 					v = 1
 				}
-				o.Observe(v, metric.WithAttributes(attribute.String("custos.class", c)))
+				o.Observe(v, metric.WithAttributes(attribute.String("class", c)))
 			}
 			return nil
 		})); err != nil {
@@ -241,7 +256,44 @@ func (m *Monitor) Check(ctx context.Context) ([]Status, error) {
 		}
 		packs = WithSnapshots(packs, snaps)
 	}
-	st := Compute(m.cfg.Policy, packs, m.cfg.Clock.Now())
+	now := m.cfg.Clock.Now()
+	st := Compute(m.cfg.Policy, packs, now)
+	m.record(ctx, st)
+	m.notify(ctx, st, now)
+	return st, nil
+}
+
+// notify tells the notifier every class's state; it posts only changes. A failed delivery is
+// logged by the notifier and tried again at the next check, so it does not fail the check.
+func (m *Monitor) notify(ctx context.Context, st []Status, now time.Time) {
+	if m.cfg.Notifier == nil {
+		return
+	}
+	for _, s := range st {
+		a := alert.Alert{Name: AlertName, Firing: s.Breached,
+			Labels: map[string]string{"class": s.Class, alert.LabelSeverity: AlertSeverity}}
+		if s.Breached {
+			a.StartsAt = now
+			if !s.Newest.IsZero() {
+				a.StartsAt = s.Newest.Add(s.RPO)
+			}
+			a.Annotations = map[string]string{"summary": "RPO of class " + s.Class + " breached",
+				"description": breachText(s)}
+		}
+		_ = m.cfg.Notifier.Notify(ctx, a)
+	}
+}
+
+func breachText(s Status) string {
+	if s.Newest.IsZero() {
+		return "The class has no committed backup; its RPO is " + policy.FormatDuration(s.RPO) + "."
+	}
+	return "The newest backup is " + policy.FormatDuration(s.Age.Round(time.Second)) + " old; the RPO is " +
+		policy.FormatDuration(s.RPO) + "."
+}
+
+// record updates the gauges and counts and logs every class that entered a breach.
+func (m *Monitor) record(ctx context.Context, st []Status) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range st {
@@ -249,8 +301,8 @@ func (m *Monitor) Check(ctx context.Context) ([]Status, error) {
 		switch {
 		case s.Breached && !m.breached[s.Class]:
 			m.breached[s.Class] = true
-			m.alerts.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", "rpo_breach"),
-				attribute.String("custos.class", s.Class)))
+			m.alerts.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", AlertKind),
+				attribute.String("severity", AlertSeverity)))
 			if s.Newest.IsZero() {
 				m.cfg.Logger.Warn("RPO breached: the class has no committed backup", "class", s.Class,
 					"rpo", policy.FormatDuration(s.RPO))
@@ -264,5 +316,4 @@ func (m *Monitor) Check(ctx context.Context) ([]Status, error) {
 				"rpo", policy.FormatDuration(s.RPO))
 		}
 	}
-	return st, nil
 }

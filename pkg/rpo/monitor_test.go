@@ -73,7 +73,8 @@ type bundle struct {
 
 var t0 = time.Date(2027, 3, 1, 2, 0, 0, 0, time.UTC)
 
-func setup(t *testing.T, interval time.Duration) *bundle {
+// setup starts NATS and a monitor; with lets a test change the monitor's config.
+func setup(t *testing.T, interval time.Duration, with ...func(*rpo.Config)) *bundle {
 	t.Helper()
 	ns := natstest.Start(t)
 	ix, err := catalog.Open(t.Context(), ns.JS, 1)
@@ -85,9 +86,13 @@ func setup(t *testing.T, interval time.Duration) *bundle {
 		t.Fatal(err)
 	}
 	b := &bundle{index: ix, clock: &clock{now: t0}, reader: sdkmetric.NewManualReader(), logs: &logtest.Buffer{}}
-	b.monitor, err = rpo.New(rpo.Config{Index: ix, Policy: p, Interval: interval, Clock: b.clock,
+	cfg := rpo.Config{Index: ix, Policy: p, Interval: interval, Clock: b.clock,
 		Logger:        slog.New(slog.NewTextHandler(b.logs, nil)),
-		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(b.reader))})
+		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(b.reader))}
+	for _, f := range with {
+		f(&cfg)
+	}
+	b.monitor, err = rpo.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +111,8 @@ func (b *bundle) commit(t *testing.T, class string, at time.Time) {
 	}
 }
 
-// metrics returns the values of the RPO gauges and the alert counter for one class; age is -1
-// when not exported.
+// metrics returns the values of the RPO gauges for one class, and the RPO alerts of all
+// classes (the counter has no class label); age is -1 when not exported.
 func (b *bundle) metrics(t *testing.T, class string) (age float64, breached, alerts int64) {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
@@ -115,11 +120,11 @@ func (b *bundle) metrics(t *testing.T, class string) (age float64, breached, ale
 		t.Fatal(err)
 	}
 	age = -1
-	mine := func(s attribute.Set) bool { v, _ := s.Value("custos.class"); return v.AsString() == class }
+	mine := func(s attribute.Set) bool { v, _ := s.Value("class"); return v.AsString() == class }
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			switch m.Name {
-			case "custos.rpo.age_seconds":
+			case "custos.rpo.age":
 				for _, dp := range m.Data.(metricdata.Gauge[float64]).DataPoints {
 					if mine(dp.Attributes) {
 						age = dp.Value
@@ -133,7 +138,7 @@ func (b *bundle) metrics(t *testing.T, class string) (age float64, breached, ale
 				}
 			case "custos.alerts":
 				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-					if k, _ := dp.Attributes.Value("kind"); k.AsString() == "rpo_breach" && mine(dp.Attributes) {
+					if k, _ := dp.Attributes.Value("kind"); k.AsString() == "rpo_breach" {
 						alerts = dp.Value
 					}
 				}
@@ -166,32 +171,33 @@ func TestBreachDetectedAndCleared(t *testing.T) {
 	b := setup(t, time.Minute)
 	b.commit(t, "critical", t0)
 
+	// archive has no backup: in breach from the first check (one alert).
 	b.check(t, t0.Add(47*time.Hour))
-	b.expect(t, "critical", (47 * time.Hour).Seconds(), 0, 0)
+	b.expect(t, "critical", (47 * time.Hour).Seconds(), 0, 1)
 	b.check(t, t0.Add(48*time.Hour)) // exactly the RPO: still met
-	b.expect(t, "critical", (48 * time.Hour).Seconds(), 0, 0)
+	b.expect(t, "critical", (48 * time.Hour).Seconds(), 0, 1)
 
 	b.check(t, t0.Add(48*time.Hour+time.Second))
-	b.expect(t, "critical", (48*time.Hour + time.Second).Seconds(), 1, 1)
+	b.expect(t, "critical", (48*time.Hour + time.Second).Seconds(), 1, 2)
 	b.check(t, t0.Add(60*time.Hour))
-	b.expect(t, "critical", (60 * time.Hour).Seconds(), 1, 1) // once per breach
+	b.expect(t, "critical", (60 * time.Hour).Seconds(), 1, 2) // once per breach
 	if n := strings.Count(b.logs.String(), `msg="RPO breached: the newest backup is older than the RPO" class=critical`); n != 1 {
 		t.Fatalf("%d breach warnings for critical, want 1:\n%s", n, b.logs)
 	}
 
 	b.commit(t, "critical", t0.Add(61*time.Hour))
 	b.check(t, t0.Add(61*time.Hour))
-	b.expect(t, "critical", 0, 0, 1)
+	b.expect(t, "critical", 0, 0, 2)
 	if !strings.Contains(b.logs.String(), `msg="RPO met again" class=critical`) {
 		t.Fatalf("no recovery log:\n%s", b.logs)
 	}
 
 	b.check(t, t0.Add(200*time.Hour))
-	b.expect(t, "critical", (139 * time.Hour).Seconds(), 1, 2)
+	b.expect(t, "critical", (139 * time.Hour).Seconds(), 1, 3)
 
 	// A class that never had a backup is in breach from the first check, alerted once, with no
 	// age exported.
-	b.expect(t, "archive", -1, 1, 1)
+	b.expect(t, "archive", -1, 1, 3)
 }
 
 func TestComputeAndForCustomer(t *testing.T) {
@@ -244,7 +250,7 @@ func TestStartStop(t *testing.T) {
 	b.clock.Set(t0.Add(72 * time.Hour))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, breached, alerts := b.metrics(t, "critical"); breached == 1 && alerts == 1 {
+		if _, breached, alerts := b.metrics(t, "critical"); breached == 1 && alerts == 2 { // critical and archive
 			break
 		}
 		if time.Now().After(deadline) {
@@ -253,8 +259,8 @@ func TestStartStop(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond) // several more ticks: still one alert
-	if _, _, alerts := b.metrics(t, "critical"); alerts != 1 {
-		t.Fatalf("alerts = %d after more ticks, want 1", alerts)
+	if _, _, alerts := b.metrics(t, "critical"); alerts != 2 {
+		t.Fatalf("alerts = %d after more ticks, want 2", alerts)
 	}
 	for range 2 {
 		if err := b.monitor.Stop(ctx); err != nil {

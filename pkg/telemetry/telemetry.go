@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,9 @@ type Config struct {
 	ServiceName string
 	// ServiceVersion is service.version; optional.
 	ServiceVersion string
+	// InstanceID is service.instance.id, which tells replicas of one service apart in traces
+	// and metrics (the worker's --name). Empty means "<hostname>-<pid>".
+	InstanceID string
 	// Exporter is "otlp-grpc", "otlp-http", "stdout", or "none"/"" (tracing off: the global
 	// TracerProvider stays a no-op, but the propagator is still installed).
 	Exporter string
@@ -82,14 +86,10 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		return func(context.Context) error { return nil }, nil
 	}
 
-	res, err := resource.New(ctx,
-		resource.WithTelemetrySDK(),
-		resource.WithAttributes(serviceAttrs(cfg)...),
-		resource.WithFromEnv(),
-	)
-	if err != nil && res == nil {
+	res, err := newResource(ctx, cfg)
+	if err != nil {
 		_ = exp.Shutdown(ctx)
-		return nil, fmt.Errorf("telemetry: resource: %w", err)
+		return nil, err
 	}
 
 	ratio := cfg.SampleRatio
@@ -113,7 +113,34 @@ func serviceAttrs(cfg Config) []attribute.KeyValue {
 	if cfg.ServiceVersion != "" {
 		attrs = append(attrs, semconv.ServiceVersion(cfg.ServiceVersion))
 	}
-	return attrs
+	return append(attrs, semconv.ServiceInstanceID(InstanceID(cfg.InstanceID)))
+}
+
+// InstanceID returns name, or "<hostname>-<pid>" when name is empty: unique per process on a
+// host, stable for its life.
+func InstanceID(name string) string {
+	if name != "" {
+		return name
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+// newResource describes the process for traces and metrics alike, so both carry the same
+// service.name and service.instance.id. OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win.
+func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
+	res, err := resource.New(ctx,
+		resource.WithTelemetrySDK(),
+		resource.WithAttributes(serviceAttrs(cfg)...),
+		resource.WithFromEnv(),
+	)
+	if err != nil && res == nil {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	return res, nil
 }
 
 // newExporter returns the exporter for cfg, or nil when tracing is off.

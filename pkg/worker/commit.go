@@ -50,6 +50,7 @@ func (w *Worker) classTargets(class string) []target.Target {
 // commit writes one pack following the ordering rules of docs/design.md section 5, then
 // acknowledges its events. On failure every event is retried later (or dead-lettered).
 func (w *Worker) commit(b *batch) {
+	began := time.Now() // metrics.go
 	links := make([]trace.Link, 0, len(b.events))
 	for _, h := range b.events {
 		links = append(links, trace.Link{SpanContext: h.span.SpanContext()})
@@ -92,6 +93,7 @@ func (w *Worker) commit(b *batch) {
 		w.failBatch(b, span, err)
 		return
 	}
+	w.metrics.packDurable(ctx, b, began) // metrics.go
 	for _, h := range b.events {
 		w.finish(h, built.Manifest.Pack)
 	}
@@ -111,6 +113,7 @@ func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.
 		}
 	}
 	w.intents.done(ctx, m.Pack)
+	w.auditPack(class, m) // for the class's next backup_commit entry (auditcommit.go)
 	w.count(func(s *Stats) {
 		s.Packs++
 		s.Bytes += m.Size
@@ -131,7 +134,7 @@ func (w *Worker) putOptions(class string, hold bool) target.PutOptions {
 func (w *Worker) failBatch(b *batch, span trace.Span, err error) {
 	span.RecordError(err)
 	span.SetStatus(codes.Error, "pack not committed")
-	w.log.Warn("pack not committed; events will be retried", "class", b.class, "events", len(b.events), "err", err)
+	w.log.WarnContext(trace.ContextWithSpan(context.Background(), span), "pack not committed; events will be retried", "class", b.class, "events", len(b.events), "err", err)
 	for _, h := range b.events {
 		h.retryLater(err)
 	}

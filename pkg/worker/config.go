@@ -91,6 +91,16 @@ type Config struct {
 	// how often the worker looks for requests whose grace period ended (default 30 s).
 	Erasure         erasure.Policy
 	ErasureInterval time.Duration
+	// AuditCommitInterval is how often the worker appends its backup_commit summaries, one per
+	// class that committed packs in the interval (default 1 min; docs/audit.md). Stop appends
+	// the last ones.
+	AuditCommitInterval time.Duration
+	// AuditCheckpointInterval is how often the worker signs a checkpoint of the audit log and
+	// writes it with the entries to every target, taking turns with the other workers
+	// (docs/audit.md). Unlike the other fields, 0 means off: config.Worker gives the 1 h default.
+	AuditCheckpointInterval time.Duration
+	// Drill enables restore drills (drill.go).
+	Drill DrillConfig
 	// Logger and Clock are injected so tests can read logs and fake time.
 	Logger *slog.Logger
 	Clock  func() time.Time
@@ -127,6 +137,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
+	}
+	if c.AuditCommitInterval <= 0 {
+		c.AuditCommitInterval = time.Minute
+	}
+	if c.AuditCheckpointInterval < 0 {
+		c.AuditCheckpointInterval = 0
 	}
 	if c.ErasureInterval <= 0 {
 		c.ErasureInterval = 30 * time.Second

@@ -64,13 +64,14 @@ func (w *Worker) deadLetter(h *heldMsg, reason string) {
 		_, err = w.deps.JS.PublishMsg(ctx, p)
 	}
 	if err != nil {
-		w.log.Error("dead-letter publish failed; event handed back", "seq", h.seq, "err", err)
+		w.log.ErrorContext(h.ctx, "dead-letter publish failed; event handed back", "seq", h.seq, "err", err)
 		h.nak(time.Second)
 		return
 	}
-	w.log.Warn("event dead-lettered", "seq", h.seq, "subject", msg.Subject(), "reason", reason, "parts", len(parts))
+	w.log.WarnContext(h.ctx, "event dead-lettered", "seq", h.seq, "subject", msg.Subject(), "reason", reason, "parts", len(parts))
 	w.auditDeadLettered(h)
 	w.count(func(s *Stats) { s.DeadLettered++ })
+	w.metrics.deadLettered(h) // metrics.go
 	h.term(errors.New(reason))
 }
 

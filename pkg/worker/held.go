@@ -47,6 +47,7 @@ func (h *heldMsg) settle(f func() error, outcome string, err error) {
 	if !ran {
 		return
 	}
+	h.w.metrics.settled(h, outcome) // metrics.go
 	if ferr != nil {
 		h.w.log.Warn("settle event", "outcome", outcome, "seq", h.seq, "err", ferr)
 	}
@@ -97,7 +98,7 @@ func (h *heldMsg) retryLater(err error) {
 		return
 	}
 	delay := retryDelay(h.delivered)
-	w.log.Warn("event will be retried", "seq", h.seq, "delivery", h.delivered, "delay", delay, "err", err)
+	w.log.WarnContext(h.ctx, "event will be retried", "seq", h.seq, "delivery", h.delivered, "delay", delay, "err", err)
 	if h.span != nil {
 		h.span.RecordError(err)
 	}

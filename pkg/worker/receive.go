@@ -49,7 +49,7 @@ func (w *Worker) receive(h *heldMsg) {
 		))
 	defer func() {
 		if r := recover(); r != nil {
-			w.log.Error("handler panicked", "seq", h.seq, "panic", fmt.Sprint(r))
+			w.log.ErrorContext(h.ctx, "handler panicked", "seq", h.seq, "panic", fmt.Sprint(r))
 			h.retryLater(fmt.Errorf("handler panicked: %v", r))
 		}
 	}()
@@ -73,6 +73,7 @@ func (w *Worker) receive(h *heldMsg) {
 		return
 	}
 	dspan.End()
+	w.metrics.decoded(h, ev) // metrics.go
 	if id := ev.Meta.GetEventId(); id != "" {
 		h.span.SetAttributes(attribute.String("messaging.message.id", id))
 	}
@@ -90,6 +91,9 @@ func (w *Worker) receive(h *heldMsg) {
 }
 
 func (w *Worker) dispatch(h *heldMsg, ev *event.Event) {
+	if w.drillTrigger(h, ev) { // a ScheduleTick with method "drill" (drill.go)
+		return
+	}
 	switch m := ev.Msg.(type) {
 	case *custosv1.PostTransaction:
 		w.backup(h, m.GetMeta(), []*custosv1.Record{m.GetRecord()}, false)

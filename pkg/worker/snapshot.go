@@ -43,12 +43,17 @@ func (w *Worker) hasSource(class string) bool {
 }
 
 // planFor plans the snapshot a trigger asks for and acknowledges the trigger once the plan and
-// its tasks are durable. Triggers of classes without a source are acknowledged with a log line.
+// its tasks are durable. A class without a source gets a point-in-time snapshot of the items its
+// events stored (pointintime.go); without a snapshot store the trigger is only logged.
 func (w *Worker) planFor(h *heldMsg, ev *event.Event) {
 	meta := ev.Meta
 	class := meta.GetDataClass()
 	if !w.hasSource(class) {
-		w.log.Info("scheduled trigger received; no source configured for its class", "type", string(ev.Type), "class", class)
+		if w.deps.Snapshots != nil {
+			w.planPointInTime(h, ev)
+			return
+		}
+		w.log.Info("scheduled trigger received; snapshots are not enabled", "type", string(ev.Type), "class", class)
 		w.finish(h)
 		return
 	}
@@ -245,6 +250,7 @@ func (w *Worker) tryCommit(job string) {
 	case err == nil:
 		w.log.Info("snapshot committed", "snapshot", sn.ID, "class", sn.Class, "method", string(sn.Method),
 			"records", sn.Records, "uploaded", sn.Uploaded, "reused", sn.Reused)
+		w.auditSnapshot(sn) // its backup_commit entry (auditcommit.go)
 	case errors.Is(err, snapshot.ErrIncomplete), errors.Is(err, snapshot.ErrFailed):
 	default:
 		w.log.Warn("snapshot commit failed; will retry", "snapshot", job, "err", err)
@@ -299,6 +305,9 @@ func (w *Worker) runTask(ctx context.Context, t snapshot.Task) error {
 	}
 	if j.Failed != "" || t.Task < 0 || t.Task >= len(j.Tasks) {
 		return nil // given up, or not a task of this job: nothing to do
+	}
+	if j.PointInTime {
+		return w.runPointInTime(ctx, j, t.Task)
 	}
 	src := w.deps.Sources[j.Class]
 	if src == nil || w.cfg.Classes[j.Class].Targets == nil {

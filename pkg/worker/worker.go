@@ -84,11 +84,13 @@ type Worker struct {
 	repo       *repository.Writer // writes the record to the targets, in order
 	audit      *audit.Log
 	alerts     metric.Int64Counter
+	metrics    *workerMetrics // metrics.go
 	commitLoop *periodic.Loop
 	// erasures holds deletion requests; signer signs their certificates.
 	erasures    *erasure.Store
 	signer      keys.Signer
 	erasureLoop *periodic.Loop
+	auditw      auditWork // backup_commit summaries and periodic checkpoints (auditcommit.go)
 
 	sem     chan struct{} // one slot per held event
 	commits chan *batch
@@ -149,6 +151,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	if err := w.initAlerts(); err != nil {
 		return nil, err
 	}
+	w.metrics = newWorkerMetrics(w) // metrics.go
 	w.limits = event.Limits{Classes: classes, MaxInlineBytes: cfg.MaxInlineBytes, MaxEventBytes: cfg.MaxEventBytes}
 	return w, nil
 }
@@ -243,6 +246,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err == nil {
 		err = w.startErasures(w.runCtx)
 	}
+	if err == nil {
+		err = w.startAudit(w.runCtx)
+	}
 	if err != nil {
 		w.cancel()
 		w.abortWork()
@@ -313,6 +319,7 @@ wait:
 	w.cancel()
 	w.abortWork()
 	w.wg.Wait()
+	w.stopAudit(ctx) // after the last commit: appends the summaries still pending
 	w.intents.stop()
 	w.codec.Close()
 	w.log.Info("worker stopped")

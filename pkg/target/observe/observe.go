@@ -6,9 +6,10 @@
 // Spans of Get and GetRange end when the body is closed, so they cover the transfer; callers
 // must close bodies.
 //
-// Metrics, labelled by target name, kind and operation (never by object name: unbounded):
+// Metrics, labelled target (the target's name), kind and operation (never by object name:
+// unbounded); the Prometheus names are in docs/metrics.md:
 //
-//	custos.target.operations          counter    operations started and finished
+//	custos.target.operations          counter    operations finished (custos_target_operations_total)
 //	custos.target.errors              counter    failed operations, with error.type
 //	custos.target.bytes               counter    bytes written by put, read by get/get_range
 //	custos.target.operation.duration  histogram  seconds, including body transfer for gets
@@ -33,7 +34,14 @@ import (
 
 const scope = "github.com/custos-dev/custos/pkg/target/observe"
 
-// Attribute keys on spans and metrics.
+// Attribute keys of metrics: the plain keys every Custos metric uses.
+const (
+	MetricKeyTarget    = attribute.Key("target")
+	MetricKeyKind      = attribute.Key("kind")
+	MetricKeyOperation = attribute.Key("operation")
+)
+
+// Attribute keys on spans.
 const (
 	KeyTarget    = attribute.Key("custos.target.name")
 	KeyKind      = attribute.Key("custos.target.kind")
@@ -49,7 +57,8 @@ var _ target.Target = (*Target)(nil)
 type Target struct {
 	target.Target
 	tracer   trace.Tracer
-	attrs    []attribute.KeyValue // target name and kind
+	attrs    []attribute.KeyValue // target name and kind, for spans
+	mattrs   []attribute.KeyValue // the same, for metrics
 	ops      metric.Int64Counter
 	errs     metric.Int64Counter
 	bytes    metric.Int64Counter
@@ -96,6 +105,7 @@ func New(t target.Target, opts ...Option) *Target {
 		Target: t,
 		tracer: c.tp.Tracer(scope),
 		attrs:  []attribute.KeyValue{KeyTarget.String(t.Name()), KeyKind.String(t.Kind())},
+		mattrs: []attribute.KeyValue{MetricKeyTarget.String(t.Name()), MetricKeyKind.String(t.Kind())},
 	}
 	var errs [4]error
 	o.ops, errs[0] = m.Int64Counter("custos.target.operations", metric.WithUnit("{operation}"),
@@ -128,7 +138,7 @@ func (t *Target) start(ctx context.Context, name string, attrs ...attribute.KeyV
 
 // end records the outcome; n is the number of bytes moved (< 0: none).
 func (o *op) end(ctx context.Context, n int64, err error) {
-	attrs := metric.WithAttributes(slices.Concat(o.t.attrs, []attribute.KeyValue{KeyOperation.String(o.name)})...)
+	attrs := metric.WithAttributes(slices.Concat(o.t.mattrs, []attribute.KeyValue{MetricKeyOperation.String(o.name)})...)
 	o.t.ops.Add(ctx, 1, attrs)
 	o.t.duration.Record(ctx, time.Since(o.start).Seconds(), attrs)
 	if n >= 0 {

@@ -106,7 +106,7 @@ func TestSpansAndMetrics(t *testing.T) {
 			switch d := m.Data.(type) {
 			case metricdata.Sum[int64]:
 				for _, p := range d.DataPoints {
-					op, _ := p.Attributes.Value(observe.KeyOperation)
+					op, _ := p.Attributes.Value(observe.MetricKeyOperation)
 					sums[m.Name+"/"+op.AsString()] += p.Value
 				}
 			case metricdata.Histogram[float64]:
