@@ -39,8 +39,11 @@ type intent struct {
 type intentState struct {
 	intent
 	done bool
-	seen time.Time
-	redo *redoState // set while this worker rebuilds the pack
+	// abandoned: an event of the intent is gone from the stream, so the pack cannot be rebuilt;
+	// its remaining events are backed up again as new (in another pack).
+	abandoned bool
+	seen      time.Time
+	redo      *redoState // set while this worker rebuilds the pack
 }
 
 type redoState struct {
@@ -224,6 +227,10 @@ func (w *Worker) resumeIntent(h *heldMsg) bool {
 	}
 	t := w.intents
 	t.mu.Lock()
+	if st.abandoned {
+		t.mu.Unlock()
+		return false
+	}
 	if st.done {
 		t.mu.Unlock()
 		w.log.Info("duplicate delivery of a committed event acknowledged", "seq", h.seq, "pack", st.Pack)
@@ -249,30 +256,51 @@ func (w *Worker) resumeIntent(h *heldMsg) bool {
 func (w *Worker) redo(st *intentState) {
 	ctx, cancel := context.WithTimeout(w.workCtx, commitTimeout)
 	defer cancel()
-	w.log.Info("resuming pack from its intent", "pack", st.Pack, "events", len(st.Seqs))
-	var items []pack.Item
-	var err error
-	for _, seq := range st.Seqs {
-		var its []pack.Item
-		its, err = w.rebuildItems(ctx, seq)
-		if err != nil {
-			break
-		}
-		items = append(items, its...)
-	}
 	t := w.intents
-	t.mu.Lock()
-	held := st.redo.events
-	st.redo.events = nil
-	t.mu.Unlock()
-	b := &batch{class: st.Class, items: items, events: held, packID: st.Pack, hold: st.Hold}
-	if err != nil {
-		err = fmt.Errorf("rebuild pack %s: %w", st.Pack, err)
-		for _, h := range held {
-			h.retryLater(err)
-		}
+	// A worker killed between the index commit and the intent's done marker, or between two
+	// acknowledgements, leaves a committed pack behind its intent: its events are durable and
+	// only need acknowledging. (Acknowledged events are gone from the work-queue stream, so the
+	// pack could not be rebuilt anyway.)
+	if _, err := w.deps.Index.Pack(ctx, st.Pack); err == nil {
+		w.log.Info("pack of a resumed intent is committed; acknowledging its events", "pack", st.Pack)
+		t.mu.Lock()
+		st.done = true
+		t.mu.Unlock()
 	} else {
-		w.commit(b)
+		w.log.Info("resuming pack from its intent", "pack", st.Pack, "events", len(st.Seqs))
+		var items []pack.Item
+		for _, seq := range st.Seqs {
+			var its []pack.Item
+			its, err = w.rebuildItems(ctx, seq)
+			if err != nil {
+				break
+			}
+			items = append(items, its...)
+		}
+		t.mu.Lock()
+		held := st.redo.events
+		st.redo.events = nil
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			// An event of the pack was removed (settled in another pack, or by an operator):
+			// this pack can never be rebuilt. The others are backed up again as new.
+			st.abandoned = true
+		}
+		t.mu.Unlock()
+		b := &batch{class: st.Class, items: items, events: held, packID: st.Pack, hold: st.Hold}
+		switch {
+		case err != nil && st.abandoned:
+			w.log.Warn("pack intent abandoned: an event is no longer in the stream; its other events are backed up again", "pack", st.Pack, "err", err)
+			for _, h := range held {
+				h.retryLater(fmt.Errorf("pack %s abandoned", st.Pack))
+			}
+		case err != nil:
+			err = fmt.Errorf("rebuild pack %s: %w", st.Pack, err)
+			for _, h := range held {
+				h.retryLater(err)
+			}
+		default:
+			w.commit(b)
+		}
 	}
 	// Events that joined while the pack was written are settled the same way.
 	t.mu.Lock()
