@@ -1,10 +1,11 @@
 package natsauth
 
 import (
-	"github.com/custos-dev/custos/pkg/erasure"
 	"slices"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/custos-dev/custos/pkg/erasure"
 
 	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/broker"
@@ -113,6 +114,15 @@ func groupDeny(stream string) []string {
 		api("CONSUMER.MSG.NEXT." + stream + ".>"), "$JS.ACK." + stream + ".>", "$JS.ACK.*.*." + stream + ".>"}
 }
 
+// auditKinds are the audit entries a role other than the workers appends: what the scheduler
+// loads (the policy), what operators run from the CLI (restores, retention sweeps, key
+// rotations, drills) and what restorers run (restores). Auditors only read the log.
+var auditKinds = map[Role][]string{
+	Scheduler: {audit.KindPolicyChange},
+	Operator:  {audit.KindRestore, audit.KindRetentionExpiry, audit.KindKeyRotation, audit.KindDrill, audit.KindPolicyChange},
+	Restorer:  {audit.KindRestore},
+}
+
 // durableStreams hold the workers' durable consumers.
 var durableStreams = []string{event.StreamName, snapshot.TaskStream}
 
@@ -129,8 +139,22 @@ func Permissions(role Role, opts Options) *server.Permissions {
 		for _, s := range durableStreams {
 			p.deny(groupDeny(s)...)
 		}
-		// Only workers write the pipeline's own streams.
-		p.deny(event.DLQSubjectPrefix+">", audit.SubjectPrefix+">", worker.IntentSubjectPrefix+">", snapshot.TaskSubject+">")
+		// Only workers write the pipeline's own streams; other roles append only the audit
+		// entries of what they do themselves.
+		p.deny(event.DLQSubjectPrefix+">", worker.IntentSubjectPrefix+">", snapshot.TaskSubject+">")
+		own := auditKinds[role]
+		for _, k := range audit.Kinds {
+			if !slices.Contains(own, k) {
+				p.deny(audit.SubjectPrefix + k)
+			}
+		}
+		p.deny(audit.SubjectPrefix + "*.>")
+		for _, k := range own {
+			p.allow(audit.SubjectPrefix + k)
+		}
+		if len(own) > 0 {
+			p.read(audit.StreamName) // an audit entry chains to the last one
+		}
 	}
 	// Every service opens the key store, the index, the repair queue and the snapshot
 	// stores at start (config.Open), so every non-admin role binds to them.
@@ -164,7 +188,7 @@ func Permissions(role Role, opts Options) *server.Permissions {
 		p.durable(snapshot.TaskStream, worker.TaskConsumer)
 		p.follow(worker.IntentStream)
 		p.allow(event.DLQSubjectPrefix+">", audit.SubjectPrefix+">", worker.IntentSubjectPrefix+">", snapshot.TaskSubject+">")
-		for _, b := range stores {
+		for _, b := range append(stores, audit.LeaseBucket) {
 			p.kvWrite(b)
 		}
 		for _, b := range o.UploadBuckets {
@@ -197,7 +221,7 @@ func Permissions(role Role, opts Options) *server.Permissions {
 		if role == Auditor {
 			p.follow(audit.StreamName)
 		}
-		p.deny("custos.>", "$KV.>", "$O.>") // publishes nothing
+		p.deny(event.SubjectPrefix+">", "$KV.>", "$O.>") // publishes nothing but its own audit entries
 	default:
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Deny: []string{">"}},

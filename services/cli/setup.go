@@ -5,6 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/custos-dev/custos/pkg/audit"
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/erasure"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/worker"
@@ -32,6 +34,9 @@ upgrade that changes stream settings. Idempotent.`,
 				return err
 			}
 			if _, err := erasure.Open(ctx, parts.JS, 1); err != nil {
+				return err
+			}
+			if _, err := broker.EnsureKV(ctx, parts.JS, audit.LeaseConfig()); err != nil {
 				return err
 			}
 			if _, err := uploadBucket(ctx, parts.JS, defaultUploadBucket); err != nil {
