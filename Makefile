@@ -15,7 +15,7 @@ TEST_TIMEOUT ?= 15m
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build every binary into bin/ (bin/custos is the admin CLI)
@@ -28,8 +28,12 @@ build: ## Build every binary into bin/ (bin/custos is the admin CLI)
 demo: build ## Run the whole pipeline on the embedded default (state under .demo/)
 	$(BIN)/custos demo --dir .demo
 
+.PHONY: run
+run: build ## Run Custos on this machine: broker, worker, scheduler, metrics and status page (state under .custos/)
+	$(BIN)/custos server --dir .custos
+
 .PHONY: emulators
-emulators: ## Install the pinned emulators (S3, GCS, Azure) and PostgreSQL the tests need, cached in .cache/
+emulators: ## Install the pinned emulators (S3, GCS, Azure), PostgreSQL and headless Chromium the tests need, cached in .cache/
 	@# In parallel: a cold install is mostly module and package downloads.
 	@pids=""; for s in deploy/emulators/*/install.sh deploy/postgres/install.sh; do \
 		if [ -f "$$s" ]; then bash "$$s" & pids="$$pids $$!:$$s"; fi; done; \
@@ -47,8 +51,12 @@ demo-clouds: build emulators ## The demo with one replica each in the S3, GCS an
 vulncheck: ## govulncheck every module against the pinned offline vulnerability database (built into .cache/)
 	@bash deploy/vulncheck/run.sh
 
+.PHONY: k8s-check
+k8s-check: ## Lint, render and validate the Helm chart and deploy/ (pinned helm, kubeconform, offline schemas), check alert rules and dashboard
+	@bash deploy/k8s/check.sh
+
 .PHONY: test
-test: generate-check lint emulators vulncheck ## Check generated code and layers, install emulators, scan for called vulnerabilities, run every test with -race
+test: generate-check lint emulators vulncheck k8s-check ## Check generated code and layers, install emulators, scan for called vulnerabilities, run every test with -race
 	$(GOTEST) -race -count=1 -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 .PHONY: bench

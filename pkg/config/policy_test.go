@@ -101,19 +101,19 @@ func TestPolicyRefusesViolatingWiring(t *testing.T) {
 		want []string
 	}{
 		"fewer targets than the policy's 3-2-1": {
-			cfg: runtimeTargets + "classes:\n  critical:\n    targets: [primary, secondary]\n",
+			cfg:  runtimeTargets + "classes:\n  critical:\n    targets: [primary, secondary]\n",
 			want: []string{"policy.yaml:12:", `class "critical"`, "[primary, secondary]", "[primary, secondary, offsite]"},
 		},
 		"a policy target not wired": {
-			cfg: strings.Replace(runtimeTargets, "  - {name: offsite, kind: s3, bucket: b2, lock_mode: COMPLIANCE}\n", "", 1),
+			cfg:  strings.Replace(runtimeTargets, "  - {name: offsite, kind: s3, bucket: b2, lock_mode: COMPLIANCE}\n", "", 1),
 			want: []string{"policy.yaml:12:", `needs target "offsite" (policy line 8)`},
 		},
 		"missing immutability": {
-			cfg: strings.Replace(runtimeTargets, "bucket: b2, lock_mode: COMPLIANCE", "bucket: b2", 1),
+			cfg:  strings.Replace(runtimeTargets, "bucket: b2, lock_mode: COMPLIANCE", "bucket: b2", 1),
 			want: []string{"policy.yaml:12:", "compliance immutability", `target "offsite" (s3) has no lock_mode`},
 		},
 		"governance lock where compliance is required": {
-			cfg: strings.Replace(runtimeTargets, "bucket: b1, lock_mode: COMPLIANCE", "bucket: b1, lock_mode: GOVERNANCE", 1),
+			cfg:  strings.Replace(runtimeTargets, "bucket: b1, lock_mode: COMPLIANCE", "bucket: b1, lock_mode: GOVERNANCE", 1),
 			want: []string{"policy.yaml:12:", `target "secondary" locks in GOVERNANCE mode`},
 		},
 		"another kind of storage": {

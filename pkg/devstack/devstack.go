@@ -42,6 +42,14 @@ func WithUsers(users []*server.NkeyUser) NATSOption {
 	return func(o *server.Options) { o.Nkeys = users }
 }
 
+// WithSyncAlways makes JetStream flush every write to disk before it acknowledges it (sync_interval:
+// always), so an acknowledged event survives the machine losing power, not just the process
+// being killed. It costs throughput; `custos server` turns it on because its broker is the only
+// copy of an event until the event is backed up.
+func WithSyncAlways() NATSOption {
+	return func(o *server.Options) { o.SyncAlways = true }
+}
+
 // StartNATS starts a JetStream server on host:port (port -1 picks a free one), storing in dir.
 func StartNATS(dir, host string, port int, opts ...NATSOption) (*NATS, error) {
 	if host == "" {

@@ -29,10 +29,13 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().String("config", "custos.yaml", "configuration file")
+	root.PersistentFlags().String("config", "custos.yaml", "configuration file; when it is not given and ./custos.yaml is missing: $CUSTOS_CONFIG, else .custos/custos.yaml (custos server)")
+	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) { findConfig(cmd) }
 	root.AddCommand(restoreCmd(), demoCmd(), dlqCmd(), policyCmd(), scheduleCmd(), backupCmd(), auditCmd())
 	root.AddCommand(retentionCmd(), rpoCmd(), jobsCmd(), snapshotsCmd(), catalogCmd(), keysCmd(), verifyCmd())
-	root.AddCommand(authCmd(), eraseCmd(), setupCmd())
+	root.AddCommand(authCmd(), eraseCmd(), setupCmd(), serverCmd())
+	root.AddCommand(reportCmd())
+	root.AddCommand(drillCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {

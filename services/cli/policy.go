@@ -66,8 +66,9 @@ func printPolicy(w io.Writer, p *policy.Policy) {
 		len(p.Classes), countNoun(len(p.Classes), "class", "classes"),
 		len(p.Deadlines), countNoun(len(p.Deadlines), "deadline", "deadlines"), policy.FormatDuration(p.CatchUp))
 	for _, c := range p.Classes {
-		fmt.Fprintf(w, "  %s: %s; %s; %s; %s; RPO %s, RTO %s\n", c.Name, summarySchedules(c), summaryRetention(c.Retention),
-			summaryTargets(p, c), summaryImmutability(c.Immutability), policy.FormatDuration(c.RPO), policy.FormatDuration(c.RTO))
+		fmt.Fprintf(w, "  %s: %s; %s; %s; %s; RPO %s, RTO %s; %s\n", c.Name, summarySchedules(c), summaryRetention(c.Retention),
+			summaryTargets(p, c), summaryImmutability(c.Immutability), policy.FormatDuration(c.RPO), policy.FormatDuration(c.RTO),
+			summaryDrill(c.Drill))
 	}
 	for _, d := range p.Deadlines {
 		fmt.Fprintf(w, "  deadline %s: %s for %s\n", d.Name, summaryDeadline(p, d), strings.Join(d.Classes, ", "))
@@ -75,6 +76,13 @@ func printPolicy(w io.Writer, p *policy.Policy) {
 	for _, warn := range p.Warnings {
 		fmt.Fprintln(w, "warning:", warn)
 	}
+}
+
+func summaryDrill(d *policy.Drill) string {
+	if d == nil {
+		return "no drills"
+	}
+	return fmt.Sprintf("drill %q, sample %s per target", d.Cron, d.Sample)
 }
 
 func summarySchedules(c *policy.Class) string {

@@ -36,8 +36,8 @@ func TestPolicyCheckOK(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	want := []string{
 		"OK policy.example.yaml: tenant acme, 2 classes, 3 deadlines, catch-up 12h",
-		`  critical: nightly "30 1 * * *" incremental (every 7th full), month-start "0 1 1 * *" full Europe/Berlin; keep min 30d, last 7, daily 30, monthly 12; 3 of 4 targets (local=fs, frankfurt=s3, dublin=gcs, vault=azure; 2 off-site); immutability compliance 30d, legal hold on suspicious activity; RPO 2d, RTO 4h`,
-		`  marketing: weekly "0 3 * * 0" incremental America/New_York; keep min 56d, weekly 8; 2 of 2 targets (local=fs, frankfurt=s3; 0 off-site); immutability none; RPO 8d, RTO 3d`,
+		`  critical: nightly "30 1 * * *" incremental (every 7th full), month-start "0 1 1 * *" full Europe/Berlin; keep min 30d, last 7, daily 30, monthly 12; 3 of 4 targets (local=fs, frankfurt=s3, dublin=gcs, vault=azure; 2 off-site); immutability compliance 30d, legal hold on suspicious activity; RPO 2d, RTO 4h; drill "0 6 15 2,5,8,11 *", sample 100 per target`,
+		`  marketing: weekly "0 3 * * 0" incremental America/New_York; keep min 56d, weekly 8; 2 of 2 targets (local=fs, frankfurt=s3; 0 off-site); immutability none; RPO 8d, RTO 3d; drill "0 6 15 2,5,8,11 *", sample 100 per target`,
 		"  deadline end_of_month: last day of each month at 22:00 Europe/Berlin for critical, marketing",
 		"  deadline end_of_fiscal_year: last day of March at 23:00 Europe/Berlin for critical",
 		"  deadline gdpr_review: 2027-05-25T09:00:00+02:00 for critical, marketing",
@@ -81,7 +81,7 @@ classes:
 	want := `bad.yaml:4:24: target "disk": kind "tape" is not one of fs, s3, gcs, azure, rclone (rule target-kind)
 bad.yaml:8:17: class "critical": retention.min 1d is shorter than the RPO 48h: the newest backup could expire before the next one is taken (rule retention-min)
 bad.yaml:9:21: class "critical": target "nas" is not defined under targets (rule target)
-bad.yaml:12:5: class "critical": unknown key "colour" (known keys: description, immutability, override_321, override_rpo, replicas, retention, rpo, rto, schedules, targets, timezone) (rule unknown-key)
+bad.yaml:12:5: class "critical": unknown key "colour" (known keys: description, drill, immutability, override_321, override_rpo, replicas, retention, rpo, rto, schedules, targets, timezone) (rule unknown-key)
 `
 	if out != want {
 		t.Fatalf("output:\n%s\nwant:\n%s", out, want)

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -16,12 +17,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/custos-dev/custos/pkg/catalog"
+	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/node"
 	"github.com/custos-dev/custos/pkg/policy"
-	"github.com/custos-dev/custos/pkg/rpo"
-	"github.com/custos-dev/custos/pkg/schedule"
-	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/telemetry"
 )
 
@@ -34,46 +33,43 @@ func main() {
 
 func run() error {
 	cfgPath := flag.String("config", "custos.yaml", "runtime configuration file (NATS URL and credentials, telemetry)")
-	policyPath := flag.String("policy", "", "policy file; empty for the built-in default policy (seed 002)")
+	policyPath := flag.String("policy", "", "deprecated: name the policy file in the configuration's policy: key instead; when both are given they must be the same file")
 	name := flag.String("name", "", "replica name in claims, logs and the NATS connection; default host-pid-random")
-	jsonLogs := flag.Bool("json-logs", false, "log JSON lines instead of text")
+	jsonLogs := flag.Bool("json-logs", false, "log JSON lines (overrides telemetry.log_format)")
 	flag.Parse()
-
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
-	if *jsonLogs {
-		h = slog.NewJSONHandler(os.Stderr, nil)
-	}
-	log := slog.New(h)
 
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
-	p := policy.Default()
-	if *policyPath != "" {
-		if p, err = policy.Load(*policyPath); err != nil {
-			return err
-		}
-	} else {
-		log.Info("no --policy: using the built-in default policy (seed 002)")
+	logFormat := cfg.Telemetry.LogFormat
+	if *jsonLogs {
+		logFormat = telemetry.LogFormatJSON
 	}
-	for _, w := range p.Warnings {
-		log.Warn("policy: " + w.Error())
+	log, err := telemetry.NewLogger(telemetry.LogConfig{Format: logFormat})
+	if err != nil {
+		return err
 	}
-	for _, c := range p.Classes {
-		if _, ok := cfg.Classes[c.Name]; !ok {
-			log.Warn("policy class is not in the runtime configuration: workers will dead-letter its ticks", "class", c.Name)
-		}
+	p, err := schedulerPolicy(cfg, *policyPath, log)
+	if err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	shutdown, err := telemetry.Setup(ctx, telemetry.Config{
-		ServiceName: "custos-scheduler", Exporter: cfg.Telemetry.Exporter, Endpoint: cfg.Telemetry.Endpoint})
+	tcfg := telemetry.Config{ServiceName: "custos-scheduler", InstanceID: *name, Exporter: cfg.Telemetry.Exporter,
+		Endpoint: cfg.Telemetry.Endpoint, Insecure: cfg.Telemetry.Insecure}
+	shutdown, err := telemetry.Setup(ctx, tcfg)
 	if err != nil {
 		return err
 	}
 	defer shutdown(context.Background())
+	metrics, err := telemetry.NewMetrics(ctx, tcfg)
+	if err != nil {
+		return err
+	}
+	metrics.Install() // before the scheduler and the monitor create their instruments
+	defer metrics.Shutdown(context.Background())
 
 	connName := "custos-scheduler"
 	if *name != "" {
@@ -95,42 +91,70 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if _, err := audit.RecordPolicyFile(ctx, js, cmp.Or(cfg.Path(cfg.PolicyFile), *policyPath), time.Now()); err != nil {
+		log.Error("the policy in force is not recorded in the audit log (the next start tries again)", "err", err)
+	}
+	admin := startAdmin(ctx, config.ListenOr(cfg.Telemetry.SchedulerMetricsListen, telemetry.DefaultSchedulerAdminListen),
+		metrics, nc, log)
+	defer admin.Stop(context.Background())
 
-	svc, err := schedule.New(js, schedule.Config{Policy: p, Replica: *name, Logger: log})
+	svc, err := node.StartScheduler(ctx, cfg, js, p, *name, log)
 	if err != nil {
 		return err
 	}
-	if err := svc.Start(ctx); err != nil {
-		return err
-	}
-	// The RPO monitor runs beside the scheduler: both read the policy, and an RPO breach is the
-	// other half of "was the schedule kept".
-	// Setup is not cut short by an early SIGTERM: the stop path below handles it.
-	setup := context.WithoutCancel(ctx)
-	index, err := catalog.Open(setup, js, 1)
-	if err != nil {
-		return err
-	}
-	snaps, err := snapshot.Open(setup, js, 1)
-	if err != nil {
-		return err
-	}
-	mon, err := rpo.New(rpo.Config{Index: index, Snapshots: snaps, Policy: p, Logger: log.With("component", "rpo")})
-	if err != nil {
-		return err
-	}
-	if err := mon.Start(setup); err != nil {
-		return err
-	}
-	defer mon.Stop(context.Background())
 	<-ctx.Done()
 	log.Info("signal received; stopping")
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := svc.Stop(stopCtx); err != nil {
-		return err
+	return svc.Stop(stopCtx)
+}
+
+// schedulerPolicy returns the policy the scheduler runs: the one the runtime configuration names
+// (so the scheduler and the workers share one truth), or the built-in default when it names
+// none. The older --policy flag is accepted only alone, or naming the same file.
+func schedulerPolicy(cfg *config.Config, flagPath string, log *slog.Logger) (*policy.Policy, error) {
+	var p *policy.Policy
+	switch {
+	case cfg.PolicyFromFile() && flagPath != "":
+		same, err := sameFile(cfg.Path(cfg.PolicyFile), flagPath)
+		if err != nil {
+			return nil, err
+		}
+		if !same {
+			return nil, fmt.Errorf("--policy %s is not the policy the configuration names (%s): workers would run another policy; drop --policy", flagPath, cfg.PolicyFile)
+		}
+		p = cfg.Policy()
+	case cfg.PolicyFromFile():
+		p = cfg.Policy()
+	case flagPath != "":
+		var err error
+		if p, err = policy.Load(flagPath); err != nil {
+			return nil, err
+		}
+		log.Warn("--policy is deprecated: name the policy in the configuration (policy: FILE) so that workers check their classes against it")
+	default:
+		p = cfg.Policy()
+		log.Info("the configuration names no policy file: using the built-in default policy (seed 002)")
 	}
-	st := svc.Stats()
-	log.Info("scheduler exited", "fired", st.Fired, "skipped", st.Skipped, "taken_over", st.TakenOver, "errors", st.Errors)
-	return nil
+	for _, w := range p.Warnings {
+		log.Warn("policy: " + w.Error())
+	}
+	for _, c := range p.Classes {
+		if _, ok := cfg.Classes[c.Name]; !ok {
+			log.Warn("policy class is not in the runtime configuration: workers will dead-letter its ticks", "class", c.Name)
+		}
+	}
+	return p, nil
+}
+
+func sameFile(a, b string) (bool, error) {
+	ia, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	ib, err := os.Stat(b)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(ia, ib), nil
 }
