@@ -6,10 +6,13 @@
 package drill
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-dev/custos/pkg/audit"
@@ -219,6 +223,126 @@ func TestQuarterOfDrills(t *testing.T) {
 	if err := w.Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+	checkReport(t, stack)
+}
+
+// checkReport signs a checkpoint of the log and reports on the calendar quarter the drills were
+// logged in (the worker logs them at its own, real time): every control is there, the JSON
+// follows docs/report.schema.json, testing fails for the class whose drill failed with no later
+// pass and passes for the others, and the HTML shows the failing control as failing in Chromium.
+func checkReport(t *testing.T, stack *harness.Stack) {
+	t.Helper()
+	if out, err := stack.CLI("audit", "checkpoint"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	now := time.Now().UTC()
+	qStart := time.Date(now.Year(), time.Month((int(now.Month())-1)/3*3+1), 1, 0, 0, 0, 0, time.UTC)
+	qEnd := qStart.AddDate(0, 3, -1)
+	period := []string{"--from", qStart.Format(time.DateOnly), "--to", qEnd.Format(time.DateOnly)}
+	jsonPath := filepath.Join(stack.Dir, "report.json")
+	out, err := stack.CLI(append([]string{"report", "--format", "json", "--out", jsonPath}, period...)...)
+	if err != nil || !strings.Contains(out, "controls:") {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	validateReport(t, b)
+	var rep struct {
+		Controls []struct {
+			ID      string `json:"id"`
+			Status  string `json:"status"`
+			Classes []struct {
+				Class    string `json:"class"`
+				Status   string `json:"status"`
+				Reason   string `json:"reason"`
+				Evidence struct {
+					Drills []json.RawMessage `json:"drills"`
+				} `json:"evidence"`
+			} `json:"classes"`
+		} `json:"controls"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Controls) != 14 {
+		t.Errorf("%d controls, want the 14 of seeds 002 and 003", len(rep.Controls))
+	}
+	sawTesting := false
+	for _, c := range rep.Controls {
+		if c.Status == "" {
+			t.Errorf("control %s has no status", c.ID)
+		}
+		if c.ID != "seed002-3.4-testing" {
+			continue
+		}
+		sawTesting = true
+		for _, cl := range c.Classes {
+			want := "pass"
+			if cl.Class == "important" {
+				want = "fail"
+			}
+			if cl.Status != want || len(cl.Evidence.Drills) == 0 {
+				t.Errorf("testing of %s: %s (%s) with %d drills, want %s with the drills as evidence",
+					cl.Class, cl.Status, cl.Reason, len(cl.Evidence.Drills), want)
+			}
+		}
+		if c.Status != "fail" {
+			t.Errorf("testing control: %s, want fail", c.Status)
+		}
+	}
+	if !sawTesting {
+		t.Fatal("the report has no testing control")
+	}
+
+	htmlPath := filepath.Join(stack.Dir, "report.html")
+	if out, err := stack.CLI(append([]string{"report", "--format", "html", "--out", htmlPath}, period...)...); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	dom := chromiumDOM(t, "file://"+htmlPath)
+	if !strings.Contains(dom, "seed002-3.4-testing") || !strings.Contains(dom, `class="fail"`) || !strings.Contains(dom, "FAIL") {
+		t.Errorf("the rendered report does not show the failing testing control:\n%.2000s", dom)
+	}
+}
+
+// validateReport checks a report against the committed schema, docs/report.schema.json.
+func validateReport(t *testing.T, b []byte) {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	sch, err := c.Compile(filepath.Join(root, "docs", "report.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(doc); err != nil {
+		t.Fatalf("the report does not follow docs/report.schema.json: %v", err)
+	}
+}
+
+// chromiumDOM renders url in headless Chromium (installed by make emulators) and returns the DOM.
+func chromiumDOM(t *testing.T, url string) string {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		bin = "/usr/bin/chromium"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+		"--user-data-dir="+t.TempDir(), "--dump-dom", url).Output()
+	if err != nil {
+		t.Fatalf("chromium (make emulators installs it): %v", err)
+	}
+	return string(out)
 }
 
 // flip flips one byte in the middle of a file, as bit rot would.
