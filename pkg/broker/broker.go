@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -139,4 +140,48 @@ func wrap(kind, name string, err error) error {
 		return fmt.Errorf("%s %s: %w; run custos setup with an admin credential", kind, name, err)
 	}
 	return fmt.Errorf("%s %s: %w", kind, name, err)
+}
+
+// Owned reports whether a stream belongs to Custos: the streams and the key-value and object
+// buckets it makes are all named CUSTOS_*.
+func Owned(stream string) bool {
+	for _, prefix := range []string{"CUSTOS_", KVStream("CUSTOS_"), ObjectStream("CUSTOS_")} {
+		if strings.HasPrefix(stream, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// SetReplicas updates every Custos stream (Owned) to n replicas and returns the names of those
+// it changed, in the server's order. A cluster moves the data to the new peers itself; a single
+// server refuses n > 1. It needs an admin credential.
+func SetReplicas(ctx context.Context, js jetstream.JetStream, n int) ([]string, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("broker: replicas %d: want 1 or more (3 in a cluster)", n)
+	}
+	var changed []string
+	names := js.StreamNames(ctx)
+	for name := range names.Name() {
+		if !Owned(name) {
+			continue
+		}
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return changed, fmt.Errorf("broker: stream %s: %w", name, err)
+		}
+		cfg := s.CachedInfo().Config
+		if cfg.Replicas == n {
+			continue
+		}
+		cfg.Replicas = n
+		if _, err := Apply(ctx, js, cfg); err != nil {
+			return changed, fmt.Errorf("broker: %d replicas of %s: %w", n, name, err)
+		}
+		changed = append(changed, name)
+	}
+	if err := names.Err(); err != nil {
+		return changed, fmt.Errorf("broker: list streams: %w", err)
+	}
+	return changed, nil
 }

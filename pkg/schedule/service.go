@@ -211,14 +211,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := event.EnsureStreams(ctx, s.js, s.cfg.Streams); err != nil {
 		return fmt.Errorf("schedule: %w", err)
 	}
-	kv, err := broker.EnsureKV(ctx, s.js, jetstream.KeyValueConfig{
-		Bucket:      s.cfg.Bucket,
-		Description: "Custos scheduler: one record per tick or deadline fired or skipped (docs/policy.md)",
-		History:     1,
-		TTL:         s.cfg.RecordTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.cfg.BucketReplicas,
-	})
+	kv, err := broker.EnsureKV(ctx, s.js, bucketConfig(s.cfg.Bucket, s.cfg.RecordTTL, s.cfg.BucketReplicas))
 	if err != nil {
 		return fmt.Errorf("schedule: record bucket %s: %w", s.cfg.Bucket, err)
 	}
@@ -574,4 +567,22 @@ func (s *Service) publish(ctx context.Context, e Event, rev uint64, now time.Tim
 	s.log.Info("fired", "id", e.ID, "kind", e.Kind, "class", e.Class, "name", e.Name, "method", e.Method,
 		"due", e.Due, "late", now.Sub(e.Due), "duplicate", ack.Duplicate, "seq", ack.Sequence)
 	return nil
+}
+
+// bucketConfig is the configuration of the scheduler's record bucket.
+func bucketConfig(bucket string, ttl time.Duration, replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "Custos scheduler: one record per tick or deadline fired or skipped (docs/policy.md)",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// DefaultBucketConfig is the record bucket a scheduler of policy p uses with the default
+// settings, for `custos setup` to create before schedulers that may only bind to it start.
+func DefaultBucketConfig(p *policy.Policy) jetstream.KeyValueConfig {
+	return bucketConfig(DefaultBucket, max(DefaultRecordTTL, 2*p.CatchUp), 1)
 }

@@ -7,18 +7,23 @@ import (
 
 	"github.com/custos-dev/custos/pkg/audit"
 	"github.com/custos-dev/custos/pkg/broker"
+	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/erasure"
 	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/schedule"
 	"github.com/custos-dev/custos/pkg/worker"
 )
 
 func setupCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "setup --config FILE",
+	var replicas int
+	cmd := &cobra.Command{
+		Use:   "setup --config FILE [--replicas 3]",
 		Short: "Create every stream and bucket Custos uses, and apply the stream settings (admin credential)",
 		Long: `Other roles only bind to existing streams and buckets (docs/design.md section 12, least
 privilege); run this once with the admin credential before starting workers, and again after an
-upgrade that changes stream settings. Idempotent.`,
+upgrade that changes stream settings. Idempotent. In a NATS cluster, --replicas 3 makes every
+stream and bucket (events, dead letters, audit log, intents, tasks, keys, index, snapshots,
+erasures, scheduler records, uploads) keep three copies; the cluster moves the data itself.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -42,8 +47,27 @@ upgrade that changes stream settings. Idempotent.`,
 			if _, err := uploadBucket(ctx, parts.JS, defaultUploadBucket); err != nil {
 				return err
 			}
+			cfgPath, _ := cmd.Flags().GetString("config")
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			if _, err := broker.EnsureKV(ctx, parts.JS, schedule.DefaultBucketConfig(cfg.Policy())); err != nil {
+				return err
+			}
+			if replicas > 0 {
+				changed, err := broker.SetReplicas(ctx, parts.JS, replicas)
+				for _, name := range changed {
+					fmt.Printf("%s: %d replicas\n", name, replicas)
+				}
+				if err != nil {
+					return err
+				}
+			}
 			fmt.Println("setup done: streams and buckets exist")
 			return nil
 		},
 	}
+	cmd.Flags().IntVar(&replicas, "replicas", 0, "set every Custos stream and bucket to this many replicas (3 in a production cluster); 0 leaves them as they are")
+	return cmd
 }

@@ -1,0 +1,219 @@
+// Package cluster runs Custos on a three-node JetStream cluster, the production shape:
+// `custos setup --replicas 3` gives every Custos stream and bucket three copies, and a worker
+// keeps backing up, losing nothing, when one of the three servers stops.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custos-dev/custos/pkg/broker"
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/restore"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
+	"github.com/custos-dev/custos/tests/harness"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startCluster runs three JetStream servers routed to each other on loopback.
+func startCluster(t *testing.T, dir string) []*server.Server {
+	t.Helper()
+	cports := []int{freePort(t), freePort(t), freePort(t)}
+	var routes []*url.URL
+	for _, p := range cports {
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	}
+	var srvs []*server.Server
+	for i, cp := range cports {
+		o := &server.Options{ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i)), NoLog: true, NoSigs: true,
+			Cluster: server.ClusterOpts{Name: "custos", Host: "127.0.0.1", Port: cp}, Routes: routes}
+		s, err := server.NewServer(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		srvs = append(srvs, s)
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	}
+	for _, s := range srvs {
+		if !s.ReadyForConnections(20 * time.Second) {
+			t.Fatal("server not ready")
+		}
+	}
+	return srvs
+}
+
+func TestThreeReplicasSurviveANodeLoss(t *testing.T) {
+	dir := t.TempDir()
+	srvs := startCluster(t, filepath.Join(dir, "nats"))
+	var urls []string
+	for _, s := range srvs {
+		urls = append(urls, s.ClientURL())
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// The cluster answers JetStream requests once it has elected its meta leader.
+	deadline := time.Now().Add(time.Minute)
+	for _, err := js.AccountInfo(ctx); err != nil; _, err = js.AccountInfo(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatalf("JetStream cluster not ready: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	cfg := filepath.Join(dir, "custos.yaml")
+	text := fmt.Sprintf(`nats:
+  url: %s
+keys:
+  file: custos.key
+  create: true
+targets:
+  - {name: t0, kind: fs, path: targets/t0}
+  - {name: t1, kind: fs, path: targets/t1}
+classes:
+  critical: {targets: [t0, t1]}
+  important: {targets: [t0, t1]}
+  non_essential: {targets: [t0, t1]}
+worker:
+  pack_max_delay: 50ms
+  spool_dir: spool
+  drain_timeout: 20s
+`, strings.Join(urls, ","))
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := harness.CLIBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(cli, append([]string{"--config", cfg}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("custos %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run("setup", "--replicas", "3")
+	n := 0
+	for name := range js.StreamNames(ctx).Name() {
+		if !broker.Owned(name) {
+			continue
+		}
+		n++
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("stream %s has %d replicas after setup --replicas 3", name, r)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d Custos streams after setup", n)
+	}
+
+	bin, err := harness.WorkerBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "worker.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := exec.Command(bin, "--config", cfg, "--name", "w1")
+	w.Dir, w.Stdout, w.Stderr = dir, logf, logf
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Process.Kill(); w.Wait(); logf.Close() }()
+
+	p, err := producer.New(js, "urn:test:cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			c, key := fmt.Sprintf("cust-%d", i%5), fmt.Sprintf("order-%d", i)
+			data := fmt.Sprintf(`{"order":%d}`, i)
+			if _, err := p.PublishPostTransaction(ctx, &custosv1.PostTransaction{
+				Meta:   &custosv1.Meta{EventId: fmt.Sprintf("ev-%d", i), Time: timestamppb.Now(), Tenant: "shop", CustomerId: c, DataClass: "critical"},
+				Record: &custosv1.Record{Key: key, Source: &custosv1.Record_Inline{Inline: []byte(data)}},
+			}); err != nil {
+				t.Fatal(err)
+			}
+			want[c+"/"+key] = data
+		}
+	}
+	settled := func() {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			c, err := js.Consumer(ctx, event.StreamName, "custos-workers")
+			if err == nil {
+				if info, err := c.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(logf.Name())
+				t.Fatalf("events not settled:\n%s", b)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	publish(0, 20)
+	settled()
+
+	// One of three servers goes: the other two still hold a majority of every stream.
+	srvs[2].Shutdown()
+	srvs[2].WaitForShutdown()
+	publish(20, 40)
+	settled()
+
+	out := filepath.Join(dir, "restored")
+	run("restore", "--all", "--out", out)
+	for ck, data := range want {
+		c, key, _ := strings.Cut(ck, "/")
+		got, err := os.ReadFile(restore.Path(out, "shop", c, key))
+		if err != nil || string(got) != data {
+			t.Errorf("%s: restored %q (%v), want %q", ck, got, err, data)
+		}
+	}
+}
