@@ -17,7 +17,9 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/periodic"
@@ -250,7 +252,19 @@ var (
 )
 
 // repair copies every object of m to dst from the first source whose copy verifies.
-func (r *Repairer) repair(ctx context.Context, dst target.Target, m Missing) error {
+func (r *Repairer) repair(ctx context.Context, dst target.Target, m Missing) (err error) {
+	// Each repair is a trace of its own: the events whose pack it completes were acknowledged
+	// long ago. The span names the pack, which links it to the pack.commit span by attribute.
+	ctx, span := otel.Tracer("github.com/custos-dev/custos/pkg/repair").Start(ctx, "repair",
+		trace.WithAttributes(attribute.String("custos.pack.id", m.Pack), attribute.String("target", dst.Name()),
+			attribute.Int("custos.repair.objects", len(m.Objects))))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "repair failed")
+		}
+		span.End()
+	}()
 	for _, o := range m.Objects {
 		sum, err := hex.DecodeString(o.SHA256)
 		if err != nil || len(sum) != sha256.Size {

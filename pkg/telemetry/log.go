@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"go.opentelemetry.io/otel/trace"
@@ -96,7 +97,20 @@ func (t traceHandler) Handle(ctx context.Context, r slog.Record) error {
 		r = r.Clone()
 		r.AddAttrs(slog.String(LogKeyTraceID, sc.TraceID().String()), slog.String(LogKeySpanID, sc.SpanID().String()))
 	}
+	if attrs, _ := ctx.Value(logAttrsKey{}).([]slog.Attr); len(attrs) > 0 {
+		r = r.Clone()
+		r.AddAttrs(attrs...)
+	}
 	return t.Handler.Handle(ctx, r)
+}
+
+type logAttrsKey struct{}
+
+// WithLogAttrs returns a context whose records, logged through a TraceHandler, carry attrs too:
+// the event id on every line about one event, wherever in the worker it is logged.
+func WithLogAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
+	prev, _ := ctx.Value(logAttrsKey{}).([]slog.Attr)
+	return context.WithValue(ctx, logAttrsKey{}, append(slices.Clip(prev), attrs...))
 }
 
 func (t traceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func TestLoggerTraceIDsAndSeconds(t *testing.T) {
 		t.Fatal(err)
 	}
 	log = log.With("component", "worker", "ack_wait", 30*time.Second)
-	log.InfoContext(ctx, "event acknowledged", "took", 1500*time.Millisecond)
+	log.InfoContext(telemetry.WithLogAttrs(ctx, slog.String("event_id", "ev-1")), "event acknowledged", "took", 1500*time.Millisecond)
 	log.Info("no context")
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {
@@ -43,6 +44,9 @@ func TestLoggerTraceIDsAndSeconds(t *testing.T) {
 	sc := span.SpanContext()
 	if rec["trace_id"] != sc.TraceID().String() || rec["span_id"] != sc.SpanID().String() {
 		t.Fatalf("trace ids missing or wrong: %s (want %s %s)", lines[0], sc.TraceID(), sc.SpanID())
+	}
+	if rec["event_id"] != "ev-1" {
+		t.Fatalf("the event id carried by the context is missing: %s", lines[0])
 	}
 	if rec["took"] != 1.5 || rec["ack_wait"] != 30.0 {
 		t.Fatalf("durations not in seconds: %s", lines[0])

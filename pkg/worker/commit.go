@@ -63,8 +63,12 @@ func (w *Worker) commit(b *batch) {
 			attribute.String("custos.class", b.class), attribute.Int("custos.pack.items", len(built.Manifest.Items)),
 			attribute.Int64("custos.pack.bytes", built.Manifest.Size), attribute.Int("custos.pack.events", len(b.events))))
 	defer span.End()
+	// Links both ways: the pack's trace names every event in it, and each event's trace names
+	// the pack commit, under which the target writes are children.
 	for _, h := range b.events {
 		h.span.SetAttributes(attribute.String("custos.pack.id", built.Manifest.Pack))
+		h.span.AddLink(trace.Link{SpanContext: span.SpanContext(),
+			Attributes: []attribute.KeyValue{attribute.String("custos.link", "pack.commit")}})
 	}
 	if b.packID != "" && b.packID != built.Manifest.Pack {
 		// Rebuilding an intent must give the same pack; anything else is a bug worth stopping for.

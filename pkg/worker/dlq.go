@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/deadletter"
@@ -37,6 +39,11 @@ func (w *Worker) deadLetter(h *heldMsg, reason string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// The dead-letter span is a child of the event's span, so the trace of a rejected event
+	// ends in it; its context is not cancelled with the event's.
+	ctx, span := w.tracer.Start(trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(h.ctx)), "dead_letter",
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attribute.Int64("messaging.nats.delivered", int64(h.delivered))))
+	defer span.End()
 	scope := h.scope
 	if scope == "" {
 		if tenant, customer, ok := event.Peek(msg.Subject(), msg.Data()); ok {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -79,11 +80,21 @@ func (h *heldMsg) ack() {
 }
 
 func (h *heldMsg) nak(delay time.Duration) {
-	h.settle(func() error { return h.msg.NakWithDelay(delay) }, "nak", nil)
+	h.settle(func() error {
+		_, span := h.w.tracer.Start(h.ctx, "nak", trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.Float64("custos.retry.delay_seconds", delay.Seconds()),
+				attribute.Int64("messaging.nats.delivered", int64(h.delivered))))
+		defer span.End()
+		return h.msg.NakWithDelay(delay)
+	}, "nak", nil)
 }
 
 func (h *heldMsg) term(reason error) {
-	h.settle(func() error { return h.msg.TermWithReason(reason.Error()) }, "term", reason)
+	h.settle(func() error {
+		_, span := h.w.tracer.Start(h.ctx, "term", trace.WithSpanKind(trace.SpanKindConsumer))
+		defer span.End()
+		return h.msg.TermWithReason(reason.Error())
+	}, "term", reason)
 }
 
 // retryLater naks with a backoff that grows with deliveries, or dead-letters the event once it

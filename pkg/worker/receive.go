@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -76,6 +77,8 @@ func (w *Worker) receive(h *heldMsg) {
 	w.metrics.decoded(h, ev) // metrics.go
 	if id := ev.Meta.GetEventId(); id != "" {
 		h.span.SetAttributes(attribute.String("messaging.message.id", id))
+		// Every line logged about the event from here on names it (telemetry.WithLogAttrs).
+		h.ctx = telemetry.WithLogAttrs(h.ctx, slog.String("event_id", id))
 	}
 	h.audit = w.auditEntry(ev)
 	if ev.Meta.GetCustomerId() != "" {

@@ -95,6 +95,44 @@ func TestTraceShape(t *testing.T) {
 			t.Fatalf("pack.commit has no %q child", child)
 		}
 	}
+	// And back: each event's span links to the pack commit that made it durable.
+	for _, p := range processes {
+		back := false
+		for _, l := range p.Links() {
+			back = back || l.SpanContext.SpanID() == commit.SpanContext().SpanID()
+		}
+		if !back {
+			t.Fatal("an event's process span does not link to its pack.commit")
+		}
+	}
+}
+
+// A retried event's trace shows each nak; a rejected event's trace ends in its dead_letter and
+// term spans, children of the event's span.
+func TestTraceOfRetriesAndDeadLetters(t *testing.T) {
+	b := setup(t, func(c *Config) { c.MaxDeliver = 2; c.AckWait = time.Second })
+	for _, f := range b.faults {
+		f.Down()
+	}
+	b.startWorker()
+	if _, err := b.producer.PublishPostTransaction(context.Background(), postTx("tr-dl", "c1", "critical", "k", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	b.waitSettled()
+	waitFor(t, 10*time.Second, "term span", func() bool { return len(named(b.spans.Ended(), "term")) == 1 })
+	spans := b.spans.Ended()
+	processes := named(spans, "process custos.v1.events.post_transaction")
+	naks, dead := 0, 0
+	for _, p := range processes {
+		naks += len(children(spans, p, "nak"))
+		dead += len(children(spans, p, "dead_letter"))
+		if hasChild(spans, p, "dead_letter") && !hasChild(spans, p, "term") {
+			t.Fatal("the dead-lettered delivery has no term span")
+		}
+	}
+	if naks != 1 || dead != 1 {
+		t.Fatalf("%d nak and %d dead_letter spans under %d deliveries, want 1 and 1; spans: %v", naks, dead, len(processes), names(spans))
+	}
 }
 
 func named(spans []sdktrace.ReadOnlySpan, name string) []sdktrace.ReadOnlySpan {
