@@ -20,8 +20,8 @@ check ./pkg/repository "^$mod/pkg/(worker|restore|retention|config|schedule|scru
 for s in worker cli scheduler; do
   check ./services/$s/... "^$mod/services/($(echo worker cli scheduler | tr ' ' '\n' | grep -v "^$s$" | paste -sd'|'))" "a service never imports another"
 done
-for p in ./services/worker ./services/cli ./services/scheduler $(go list ./pkg/... | grep -vE '/internal/(natstest|pgtest|emulator|logtest)$|/(targettest|keystest|sourcetest)$'); do
-  check "$p" "^$mod/pkg/(internal/(natstest|pgtest|emulator|logtest)|target/targettest|keys/keystest|source/sourcetest)$" "production code never imports test helpers"
+for p in ./services/worker ./services/cli ./services/scheduler $(go list ./pkg/... | grep -vE '/internal/(natstest|pgtest|emulator|logtest)$|/(targettest|keystest|sourcetest|scheduletest)$'); do
+  check "$p" "^$mod/pkg/(internal/(natstest|pgtest|emulator|logtest)|target/targettest|keys/keystest|source/sourcetest|schedule/scheduletest)$" "production code never imports test helpers"
 done
 # The rclone target is its own module: only the worker and the CLI link it.
 for p in ./services/scheduler $(go list ./pkg/...); do

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/custos-dev/custos/pkg/internal/natstest"
 	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/schedule"
+	"github.com/custos-dev/custos/pkg/schedule/scheduletest"
 )
 
 func TestMain(m *testing.M) {
@@ -26,105 +26,16 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// fakeClock is a Clock whose time moves only when the test sets it.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers map[*fakeTimer]bool
-}
-
-type fakeTimer struct {
-	clk *fakeClock
-	at  time.Time
-	c   chan time.Time
-}
-
-func newFakeClock(now time.Time) *fakeClock {
-	return &fakeClock{now: now, timers: map[*fakeTimer]bool{}}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) schedule.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{clk: c, at: c.now.Add(d), c: make(chan time.Time, 1)}
-	if d <= 0 {
-		t.c <- c.now
-		return t
-	}
-	c.timers[t] = true
-	return t
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.c }
-
-func (t *fakeTimer) Stop() bool {
-	t.clk.mu.Lock()
-	defer t.clk.mu.Unlock()
-	pending := t.clk.timers[t]
-	delete(t.clk.timers, t)
-	return pending
-}
-
-// Set moves the clock to now and fires every timer due by then.
-func (c *fakeClock) Set(now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = now
-	for t := range c.timers {
-		if !t.at.After(now) {
-			delete(c.timers, t)
-			t.c <- now
-		}
-	}
-}
-
-// next returns the earliest pending timer's time.
-func (c *fakeClock) next() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var best time.Time
-	for t := range c.timers {
-		if best.IsZero() || t.at.Before(best) {
-			best = t.at
-		}
-	}
-	return best
-}
-
-// waitIdle waits until n timers are pending: every service has finished its pass and sleeps.
-func (c *fakeClock) waitIdle(t *testing.T, n int) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c.mu.Lock()
-		got := len(c.timers)
-		c.mu.Unlock()
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d timers pending, want %d", got, n)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
-
 type bundle struct {
 	ns     *natstest.Server
-	clock  *fakeClock
+	clock  *scheduletest.Clock
 	policy *policy.Policy
 	logs   *logtest.Buffer
 }
 
 func setup(t *testing.T, p *policy.Policy, start time.Time) *bundle {
 	t.Helper()
-	return &bundle{ns: natstest.Start(t), clock: newFakeClock(start), policy: p, logs: &logtest.Buffer{}}
+	return &bundle{ns: natstest.Start(t), clock: scheduletest.NewClock(start), policy: p, logs: &logtest.Buffer{}}
 }
 
 // service starts a replica; it is stopped at the end of the test.
@@ -163,8 +74,8 @@ func stop(t *testing.T, s *schedule.Service) {
 func (b *bundle) runUntil(t *testing.T, end time.Time, n int) {
 	t.Helper()
 	for {
-		b.clock.waitIdle(t, n)
-		next := b.clock.next()
+		b.clock.WaitIdle(t, n)
+		next := b.clock.Next()
 		if next.IsZero() || !next.Before(end) {
 			return
 		}
@@ -344,7 +255,7 @@ func TestServiceCatchUp(t *testing.T) {
 
 			b.clock.Set(tc.back)
 			r := b.service(t, "b")
-			b.clock.waitIdle(t, 1)
+			b.clock.WaitIdle(t, 1)
 			got := b.stream(t)
 			if len(got) != len(tc.atBack) {
 				t.Fatalf("published %+v, want due %v", got, tc.atBack)
@@ -362,7 +273,7 @@ func TestServiceCatchUp(t *testing.T) {
 			}
 			// Another replica starting now fires nothing again and skips nothing again.
 			c := b.service(t, "c")
-			b.clock.waitIdle(t, 2)
+			b.clock.WaitIdle(t, 2)
 			if st := c.Stats(); st.Fired != 0 || st.Skipped != 0 {
 				t.Fatalf("third replica: %+v", st)
 			}
@@ -393,7 +304,7 @@ func TestServiceTakeover(t *testing.T) {
 	tick := jan1.Add(2 * time.Hour)
 	b := setup(t, p, jan1)
 	s := b.service(t, "alive")
-	b.clock.waitIdle(t, 1)
+	b.clock.WaitIdle(t, 1)
 
 	// The dead replica's claim, as it wrote it at the due time.
 	kv, err := b.ns.JS.KeyValue(context.Background(), schedule.DefaultBucket)
@@ -440,7 +351,7 @@ func TestServiceLifecycle(t *testing.T) {
 	if err := s.Start(ctx); err == nil {
 		t.Fatal("second start succeeded")
 	}
-	b.clock.waitIdle(t, 1)
+	b.clock.WaitIdle(t, 1)
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}

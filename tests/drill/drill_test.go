@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/custos-dev/custos/pkg/producer"
 	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/schedule"
+	"github.com/custos-dev/custos/pkg/schedule/scheduletest"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 	"github.com/custos-dev/custos/tests/harness"
 )
@@ -133,7 +133,7 @@ func TestQuarterOfDrills(t *testing.T) {
 		t.Fatal(err)
 	}
 	start, end := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
-	clock := newFakeClock(start)
+	clock := scheduletest.NewClock(start)
 	svc, err := schedule.New(stack.JS, schedule.Config{Policy: pol, Replica: "s1", Clock: clock,
 		Logger: slog.New(slog.DiscardHandler), MaxSleep: 365 * 24 * time.Hour})
 	if err != nil {
@@ -143,8 +143,8 @@ func TestQuarterOfDrills(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		clock.waitIdle(t)
-		next := clock.next()
+		clock.WaitIdle(t, 1)
+		next := clock.Next()
 		if next.IsZero() || !next.Before(end) {
 			break
 		}
@@ -355,94 +355,5 @@ func flip(t *testing.T, path string) {
 	b[len(b)/2] ^= 0x10
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// fakeClock is a schedule.Clock whose time moves only when the test sets it.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers map[*fakeTimer]bool
-}
-
-type fakeTimer struct {
-	clk *fakeClock
-	at  time.Time
-	c   chan time.Time
-}
-
-func newFakeClock(now time.Time) *fakeClock {
-	return &fakeClock{now: now, timers: map[*fakeTimer]bool{}}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) schedule.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{clk: c, at: c.now.Add(d), c: make(chan time.Time, 1)}
-	if d <= 0 {
-		t.c <- c.now
-		return t
-	}
-	c.timers[t] = true
-	return t
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.c }
-
-func (t *fakeTimer) Stop() bool {
-	t.clk.mu.Lock()
-	defer t.clk.mu.Unlock()
-	pending := t.clk.timers[t]
-	delete(t.clk.timers, t)
-	return pending
-}
-
-// Set moves the clock to now and fires every timer due by then.
-func (c *fakeClock) Set(now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = now
-	for t := range c.timers {
-		if !t.at.After(now) {
-			delete(c.timers, t)
-			t.c <- now
-		}
-	}
-}
-
-// next returns the earliest pending timer's time.
-func (c *fakeClock) next() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var best time.Time
-	for t := range c.timers {
-		if best.IsZero() || t.at.Before(best) {
-			best = t.at
-		}
-	}
-	return best
-}
-
-// waitIdle waits until the service sleeps on a timer: its pass is done.
-func (c *fakeClock) waitIdle(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c.mu.Lock()
-		n := len(c.timers)
-		c.mu.Unlock()
-		if n == 1 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d timers pending", n)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
