@@ -131,41 +131,12 @@ with --verifier-key (the "verifier key:" line "custos audit checkpoint" prints).
 			if err != nil {
 				return err
 			}
-			if verifierKey == "" {
-				key, err := loadAuditKey(cfg)
-				if err != nil {
-					return err
-				}
-				verifierKey = key.vkey
-			}
-			if _, err := audit.ParseVerifierKey(verifierKey); err != nil {
-				return fmt.Errorf("--verifier-key: %w", err)
-			}
-			targets, err := cfg.OpenTargets(ctx)
+			log, err := readAuditLog(ctx, cfg, fromTarget, verifierKey, "custos-audit-verify", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer closeTargets(targets)
-			var entries [][]byte
-			if fromTarget != "" {
-				t, _, err := config.FindTarget(targets, fromTarget)
-				if err != nil {
-					return fmt.Errorf("--from-target: %w", err)
-				}
-				if entries, err = repository.ReadAuditEntries(ctx, t); err != nil {
-					return err
-				}
-			} else {
-				nc, js, err := connectNATS(cfg, "custos-audit-verify")
-				if err != nil {
-					return err
-				}
-				defer nc.Drain()
-				if entries, err = audit.ReadEntries(ctx, js); err != nil {
-					return err
-				}
-			}
-			cps := readAuditCheckpoints(ctx, targets, cmd.ErrOrStderr())
+			defer log.close()
+			entries, cps, verifierKey := log.entries, log.checkpoints, log.verifierKey
 			rep, ok := printAuditVerify(cmd.OutOrStdout(), entries, cps, verifierKey)
 			if !ok {
 				return &exitError{code: 2, msg: "the audit log does not verify"}
@@ -278,6 +249,68 @@ fails is reported and the command exits 2; run it again once the target answers.
 
 // readAuditCheckpoints reads the checkpoints of every target that answers; a target that does
 // not, or that lacks checkpoints another holds, is named on errw.
+// auditLogRead is the audit log as read for verification: its entries (from the broker, or from
+// one target's export with no broker), the checkpoints every target holds, and the key that
+// verifies them (the key file's, unless one was given).
+type auditLogRead struct {
+	entries     [][]byte
+	checkpoints audit.TargetCheckpoints
+	verifierKey string
+	targets     []target.Target
+	closers     []func()
+}
+
+func (l *auditLogRead) close() {
+	for i := len(l.closers) - 1; i >= 0; i-- {
+		l.closers[i]()
+	}
+}
+
+// readAuditLog reads what `audit verify` and `report` check. fromTarget names the target whose
+// export is read instead of the broker's stream.
+func readAuditLog(ctx context.Context, cfg *config.Config, fromTarget, verifierKey, connName string, errw io.Writer) (l *auditLogRead, err error) {
+	l = &auditLogRead{verifierKey: verifierKey}
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
+	if l.verifierKey == "" {
+		key, err := loadAuditKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		l.verifierKey = key.vkey
+	}
+	if _, err := audit.ParseVerifierKey(l.verifierKey); err != nil {
+		return nil, fmt.Errorf("--verifier-key: %w", err)
+	}
+	if l.targets, err = cfg.OpenTargets(ctx); err != nil {
+		return nil, err
+	}
+	l.closers = append(l.closers, func() { closeTargets(l.targets) })
+	if fromTarget != "" {
+		t, _, err := config.FindTarget(l.targets, fromTarget)
+		if err != nil {
+			return nil, fmt.Errorf("--from-target: %w", err)
+		}
+		if l.entries, err = repository.ReadAuditEntries(ctx, t); err != nil {
+			return nil, err
+		}
+	} else {
+		nc, js, err := connectNATS(cfg, connName)
+		if err != nil {
+			return nil, err
+		}
+		l.closers = append(l.closers, func() { nc.Drain() }) //nolint:errcheck // closing
+		if l.entries, err = audit.ReadEntries(ctx, js); err != nil {
+			return nil, err
+		}
+	}
+	l.checkpoints = readAuditCheckpoints(ctx, l.targets, errw)
+	return l, nil
+}
+
 func readAuditCheckpoints(ctx context.Context, targets []target.Target, errw io.Writer) audit.TargetCheckpoints {
 	cps := audit.ReadTargetCheckpoints(ctx, targets)
 	for _, err := range cps.Unreachable {

@@ -14,7 +14,6 @@ import (
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/policy"
 	"github.com/custos-dev/custos/pkg/report"
-	"github.com/custos-dev/custos/pkg/repository"
 )
 
 func reportCmd() *cobra.Command {
@@ -61,41 +60,12 @@ in the report: the exit code is 0.`,
 			if err != nil {
 				return err
 			}
-			if verifierKey == "" {
-				key, err := loadAuditKey(cfg)
-				if err != nil {
-					return err
-				}
-				verifierKey = key.vkey
-			}
-			if _, err := audit.ParseVerifierKey(verifierKey); err != nil {
-				return fmt.Errorf("--verifier-key: %w", err)
-			}
-			targets, err := cfg.OpenTargets(ctx)
+			log, err := readAuditLog(ctx, cfg, fromTarget, verifierKey, "custos-report", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer closeTargets(targets)
-			var entries [][]byte
-			if fromTarget != "" {
-				t, _, err := config.FindTarget(targets, fromTarget)
-				if err != nil {
-					return fmt.Errorf("--from-target: %w", err)
-				}
-				if entries, err = repository.ReadAuditEntries(ctx, t); err != nil {
-					return err
-				}
-			} else {
-				nc, js, err := connectNATS(cfg, "custos-report")
-				if err != nil {
-					return err
-				}
-				defer nc.Drain()
-				if entries, err = audit.ReadEntries(ctx, js); err != nil {
-					return err
-				}
-			}
-			cps := readAuditCheckpoints(ctx, targets, cmd.ErrOrStderr())
+			defer log.close()
+			entries, cps, verifierKey := log.entries, log.checkpoints, log.verifierKey
 			rep, ok := printAuditVerify(cmd.ErrOrStderr(), entries, cps, verifierKey)
 			if !ok {
 				return &exitError{code: 2, msg: "the audit log does not verify: no report made"}
