@@ -190,19 +190,12 @@ func runServer(ctx context.Context, o serverOpts) error {
 		return err
 	}
 
-	tcfg := telemetry.Config{ServiceName: "custos-server", InstanceID: o.name, Exporter: cfg.Telemetry.Exporter,
-		Endpoint: cfg.Telemetry.Endpoint, Insecure: cfg.Telemetry.Insecure}
-	shutdown, err := telemetry.Setup(ctx, tcfg)
+	// Traces and metrics; the MeterProvider is installed before anything creates instruments.
+	metrics, stopObserving, err := node.Observe(ctx, cfg, "custos-server", o.name)
 	if err != nil {
 		return err
 	}
-	defer shutdown(context.Background())
-	metrics, err := telemetry.NewMetrics(ctx, tcfg)
-	if err != nil {
-		return err
-	}
-	metrics.Install()
-	defer metrics.Shutdown(context.Background())
+	defer stopObserving()
 
 	w, err := node.StartWorker(ctx, cfg, o.name, log.With("component", "worker"))
 	if err != nil {

@@ -57,19 +57,12 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	tcfg := telemetry.Config{ServiceName: "custos-scheduler", InstanceID: *name, Exporter: cfg.Telemetry.Exporter,
-		Endpoint: cfg.Telemetry.Endpoint, Insecure: cfg.Telemetry.Insecure}
-	shutdown, err := telemetry.Setup(ctx, tcfg)
+	// Traces and metrics; the MeterProvider is installed before anything creates instruments.
+	metrics, stopObserving, err := node.Observe(ctx, cfg, "custos-scheduler", *name)
 	if err != nil {
 		return err
 	}
-	defer shutdown(context.Background())
-	metrics, err := telemetry.NewMetrics(ctx, tcfg)
-	if err != nil {
-		return err
-	}
-	metrics.Install() // before the scheduler and the monitor create their instruments
-	defer metrics.Shutdown(context.Background())
+	defer stopObserving()
 
 	connName := "custos-scheduler"
 	if *name != "" {

@@ -64,20 +64,12 @@ func run() error {
 	if instance == defaultName {
 		instance = ""
 	}
-	tcfg := telemetry.Config{ServiceName: "custos-worker", InstanceID: instance, Exporter: cfg.Telemetry.Exporter,
-		Endpoint: cfg.Telemetry.Endpoint, Insecure: cfg.Telemetry.Insecure}
-	shutdown, err := telemetry.Setup(ctx, tcfg)
+	// Traces and metrics; the MeterProvider is installed before anything creates instruments.
+	metrics, stopObserving, err := node.Observe(ctx, cfg, "custos-worker", instance)
 	if err != nil {
 		return err
 	}
-	defer shutdown(context.Background())
-	// Installed before anything creates instruments: every package records into it.
-	metrics, err := telemetry.NewMetrics(ctx, tcfg)
-	if err != nil {
-		return err
-	}
-	metrics.Install()
-	defer metrics.Shutdown(context.Background())
+	defer stopObserving()
 
 	// A key file that does not match the backups, or a class that cannot reach min_replicas,
 	// stops the start (pkg/node).
