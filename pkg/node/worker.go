@@ -37,15 +37,15 @@ type Worker struct {
 // starts the worker, its repairer, the staging cleanup and, when configured, the scrub. It
 // refuses to start with a key file that does not match the backups, or when a class cannot
 // reach its min_replicas. Stop undoes everything.
-func StartWorker(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) (n *Worker, err error) {
+func StartWorker(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) (_ *Worker, err error) {
 	parts, err := cfg.Open(ctx, name, log)
 	if err != nil {
 		return nil, err
 	}
-	n = &Worker{parts: parts, log: log, closes: []func() error{parts.Close}}
+	n := &Worker{parts: parts, log: log, closes: []func() error{parts.Close}}
 	defer func() {
 		if err != nil {
-			n.stopOthers(context.Background())
+			n.stopOthers(context.Background()) //nolint:errcheck // the start error is returned
 		}
 	}()
 	// A worker with another key file would write backups no restore with the right one can
