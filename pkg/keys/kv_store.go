@@ -35,6 +35,7 @@ type KVStore struct {
 	cache    map[string]cacheEntry
 	epoch    uint64 // counts invalidations, so a read that raced one is not cached
 	watching bool
+	flights  map[string]*flightCall // reads-or-creates in progress, by scope
 
 	watcher   jetstream.KeyWatcher
 	cancel    context.CancelFunc
@@ -219,6 +220,54 @@ func (s *KVStore) DataKey(ctx context.Context, scope string) ([]byte, error) {
 	if e, _, ok := s.cached(scope); ok {
 		return e.key()
 	}
+	// Concurrent callers for one uncached scope (a new customer's first events, decoded in
+	// parallel) share one read-or-create instead of racing each other through the bucket.
+	return s.flight(ctx, scope)
+}
+
+// flightCall is one read-or-create of a scope's key that concurrent DataKey calls wait on.
+type flightCall struct {
+	done chan struct{}
+	dek  []byte
+	err  error
+}
+
+func (s *KVStore) flight(ctx context.Context, scope string) ([]byte, error) {
+	s.mu.Lock()
+	if s.flights == nil {
+		s.flights = map[string]*flightCall{}
+	}
+	if c, ok := s.flights[scope]; ok {
+		s.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if c.err != nil && ctx.Err() == nil && (errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded)) {
+			return s.flight(ctx, scope) // the leader's context ended, not ours: try again
+		}
+		if c.err != nil {
+			return nil, c.err
+		}
+		return bytes.Clone(c.dek), nil
+	}
+	c := &flightCall{done: make(chan struct{})}
+	s.flights[scope] = c
+	s.mu.Unlock()
+	c.dek, c.err = s.readOrCreate(ctx, scope)
+	s.mu.Lock()
+	delete(s.flights, scope)
+	s.mu.Unlock()
+	close(c.done)
+	if c.err != nil {
+		return nil, c.err
+	}
+	return bytes.Clone(c.dek), nil
+}
+
+// readOrCreate reads the scope's key from the bucket, creating it when missing.
+func (s *KVStore) readOrCreate(ctx context.Context, scope string) ([]byte, error) {
 	for range 3 {
 		dek, err := s.load(ctx, scope)
 		if !errors.Is(err, ErrNotFound) {

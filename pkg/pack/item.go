@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -93,14 +94,45 @@ func plaintextHeader(meta ItemMeta) ([]byte, error) {
 // compressed bytes, so sealing the same item twice gives the same ciphertext (design.md 4.4).
 func (c *Codec) SealItem(dek []byte, pseudonym, class, itemID string, meta ItemMeta, data []byte) ([]byte, error) {
 	meta.Size = int64(len(data))
-	hdr, err := plaintextHeader(meta)
+	meta.V = 1
+	mb, err := json.Marshal(meta)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pack: encode item meta: %w", err)
 	}
-	plain := append(hdr, data...)
-	compressed := c.enc.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
+	// The plaintext and compressed bytes live only until Seal has copied them into the
+	// ciphertext, so their buffers are pooled: per record, only the ciphertext is allocated.
+	pb := getBuf(4 + len(mb) + len(data))
+	defer putBuf(pb)
+	plain := binary.BigEndian.AppendUint32((*pb)[:0], uint32(len(mb)))
+	plain = append(append(plain, mb...), data...)
+	*pb = plain
+	cb := getBuf(len(plain)/2 + 64)
+	defer putBuf(cb)
+	compressed := c.enc.EncodeAll(plain, (*cb)[:0])
+	*cb = compressed
 	nonce := crypto.DeriveNonce(dek, itemID, sha256.Sum256(compressed))
 	return crypto.Seal(dek, ItemAAD(pseudonym, class, itemID), nonce, compressed)
+}
+
+// bufPool holds scratch buffers of SealItem. Buffers over maxPooled are not kept, so one large
+// record does not pin its memory.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+const maxPooled = 1 << 20
+
+func getBuf(n int) *[]byte {
+	b := bufPool.Get().(*[]byte)
+	if cap(*b) < n {
+		*b = make([]byte, 0, n)
+	}
+	return b
+}
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= maxPooled {
+		*b = (*b)[:0]
+		bufPool.Put(b)
+	}
 }
 
 // OpenItem authenticates, decrypts and decompresses an item held in memory.

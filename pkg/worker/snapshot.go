@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"time"
 
@@ -342,16 +343,32 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		return err
 	}
 	defer sn.Close()
-	for {
-		rec, err := sn.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
+	// Records are read ahead in small batches so that the data keys of the batch's new
+	// customers are fetched or created together, with their key-store round trips overlapping,
+	// rather than one customer at a time (the source's Data is the caller's to keep).
+	batch := make([]source.Record, 0, readAhead)
+	for eof := false; !eof; {
+		batch = batch[:0]
+		batchBytes := 0
+		for len(batch) < readAhead && batchBytes < readAheadBytes {
+			rec, err := sn.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				eof = true
+				break
+			}
+			if err != nil {
+				return err
+			}
+			batch = append(batch, rec)
+			batchBytes += len(rec.Data)
 		}
-		if err != nil {
+		if err := r.prefetchKeys(ctx, batch); err != nil {
 			return err
 		}
-		if err := r.add(ctx, rec); err != nil {
-			return err
+		for _, rec := range batch {
+			if err := r.add(ctx, rec); err != nil {
+				return err
+			}
 		}
 	}
 	if err := r.flush(ctx); err != nil {
@@ -366,6 +383,36 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		w.log.Warn("dedup cache not saved; unchanged records may be uploaded again", "snapshot", j.ID, "err", err)
 	}
 	return r.writeManifest(ctx)
+}
+
+// readAhead and readAheadBytes bound the records a task holds before sealing them.
+const (
+	readAhead      = 256
+	readAheadBytes = 8 << 20
+)
+
+// prefetchKeys fills r.deks for the customers of batch it does not hold yet, in one pipelined
+// batch (keys.DataKeys); a destroyed customer maps to nil, as add expects.
+func (r *taskRun) prefetchKeys(ctx context.Context, batch []source.Record) error {
+	var scopes []string
+	for _, rec := range batch {
+		if rec.CustomerID == "" {
+			continue // add reports it
+		}
+		pseudo := r.w.deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
+		if _, ok := r.deks[pseudo]; !ok {
+			scopes = append(scopes, pseudo)
+		}
+	}
+	if len(scopes) == 0 {
+		return nil
+	}
+	got, err := keys.DataKeys(ctx, r.w.deps.Keys, scopes)
+	if err != nil {
+		return fmt.Errorf("data key: %w", err)
+	}
+	maps.Copy(r.deks, got)
+	return nil
 }
 
 // add stores one record: a tombstone is listed, an unchanged record points at its earlier item,

@@ -225,12 +225,15 @@ func (w *Worker) Start(ctx context.Context) error {
 		go w.committer()
 	}
 	w.fetched = make(chan struct{})
-	// Decoding and sealing are CPU work: spread them over the cores. The inbox holds up to
+	// Decoding and sealing are CPU work: spread them over the cores. There are more decoders
+	// than cores because a new customer's first event waits for a key-store round trip (its
+	// data key is created); the other decoders keep the cores busy meanwhile, so those round
+	// trips overlap instead of running one after another. The inbox holds up to
 	// MaxInFlight events so that consume moves every fetched message out of the client's buffer
 	// into w.held at once: held events get heartbeats, buffered ones would not, and under load
 	// they would outlive AckWait and be redelivered while this worker is alive.
 	w.inbox = make(chan *heldMsg, w.cfg.MaxInFlight)
-	for range runtime.GOMAXPROCS(0) {
+	for range decodersPerCore * runtime.GOMAXPROCS(0) {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
@@ -260,6 +263,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.log.Info("worker started", "consumer", w.cfg.Consumer, "max_in_flight", w.cfg.MaxInFlight)
 	return nil
 }
+
+// decodersPerCore sets how many goroutines decode and seal events, per core (see Start).
+const decodersPerCore = 4
 
 // intentHorizon is how far back a redelivered event's pack intent can be.
 func (w *Worker) intentHorizon() time.Duration {

@@ -33,7 +33,7 @@ func backupCmd() *cobra.Command {
 		Use:   "backup",
 		Short: "Ask the workers for a backup",
 	}
-	cmd.AddCommand(backupNowCmd())
+	cmd.AddCommand(backupNowCmd(), backupImportCmd()) // import.go
 	return cmd
 }
 
