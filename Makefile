@@ -59,9 +59,12 @@ k8s-check: ## Lint, render and validate the Helm chart and deploy/ (pinned helm,
 test: generate-check lint emulators vulncheck k8s-check ## Check generated code and layers, install emulators, scan for called vulnerabilities, run every test with -race
 	$(GOTEST) -race -count=1 -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
+# BENCH_FLAGS passes flags to tests/cmd/bench: "-only peer" runs only the restic comparison,
+# "-peer=false" skips it, "-records 100000" sizes its data set (docs/performance.md).
+BENCH_FLAGS ?=
 .PHONY: bench
-bench: build emulators ## Measure throughput, latency and memory against same-run baselines (BENCH lines)
-	cd tests && go run ./cmd/bench -worker-bin ../$(BIN)/custos-worker
+bench: build emulators ## BENCH lines against same-run baselines and restic (installed by the bench); BENCH_FLAGS="-only peer" or "-peer=false"
+	cd tests && go run ./cmd/bench -worker-bin ../$(BIN)/custos-worker -cli-bin ../$(BIN)/custos $(BENCH_FLAGS)
 
 .PHONY: generate
 generate: ## Regenerate Go code from proto/ (pure Go, no protoc needed)

@@ -18,6 +18,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -47,7 +48,11 @@ var (
 	packMiB    = flag.Int("pack-mib", 256, "size of the large pack written to each target")
 	smallN     = flag.Int("small-packs", 500, "small (64 KiB) packs written to each target")
 	cpuProfile = flag.String("cpuprofile", "", "write this process's CPU profile (broker and producers) here")
-	only       = flag.String("only", "", "\"targets\" or \"events\": only that part")
+	only       = flag.String("only", "", "\"targets\", \"events\" or \"peer\": only that part")
+	peer       = flag.Bool("peer", true, "run the peer section (restic and Custos on the same data set); -peer=false skips it")
+	records    = flag.Int("records", 20000, "records (~10 KiB of JSON each) in the peer section's data set")
+	resticBin  = flag.String("restic", "", "restic binary for the peer section (default: deploy/bench/install-restic.sh installs it)")
+	cliBin     = flag.String("cli-bin", "", "custos CLI binary, for restores (default: build from this checkout)")
 )
 
 func main() {
@@ -78,6 +83,12 @@ func run() error {
 		if bin, err = harness.WorkerBinary(); err != nil {
 			return err
 		}
+	}
+	if *only == "peer" {
+		if !*peer {
+			return errors.New("-only peer and -peer=false: nothing to run")
+		}
+		return runPeer(ctx, bin)
 	}
 	if *only == "" || *only == "targets" {
 		if err := targetBench(ctx, *packMiB, *smallN); err != nil {
@@ -132,6 +143,27 @@ func run() error {
 	bench("worker_rss_1mib_mib", rss1, "MiB")
 	bench(fmt.Sprintf("worker_rss_%s_mib", sizeName(*bigMiB)), rssBig, "MiB")
 	bench("worker_rss_ratio", rssBig/rss1, "ratio")
+	if *peer {
+		return runPeer(ctx, bin)
+	}
+	return nil
+}
+
+func runPeer(ctx context.Context, bin string) error {
+	cli := *cliBin
+	if cli == "" {
+		var err error
+		if cli, err = harness.CLIBinary(); err != nil {
+			return err
+		}
+	}
+	// The CLI runs in each stack's directory: a relative path would not resolve there.
+	if abs, err := filepath.Abs(cli); err == nil {
+		cli = abs
+	}
+	if err := peerBench(ctx, bin, cli, *records); err != nil {
+		return fmt.Errorf("peer: %w", err)
+	}
 	return nil
 }
 

@@ -1,0 +1,610 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/devstack"
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/restore"
+	"github.com/custos-dev/custos/pkg/snapshot"
+	"github.com/custos-dev/custos/pkg/source"
+	"github.com/custos-dev/custos/pkg/worker"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
+	"github.com/custos-dev/custos/tests/harness"
+)
+
+// The peer section: restic and Custos back up, incrementally back up and restore the same data
+// set in the same run, on this machine, each to one local directory (docs/performance.md).
+
+const (
+	peerTenant = "bench"
+	peerClass  = "critical"
+	// benchResticPassword is used when $RESTIC_PASSWORD is unset: the repository is a throwaway.
+	benchResticPassword = "custos-bench-throwaway"
+)
+
+// cost is what one measured step took: wall time and the CPU seconds of the processes doing it.
+type cost struct {
+	wall, cpu float64 // seconds
+}
+
+func (c cost) mbPerS(bytes int64) float64    { return float64(bytes) / 1e6 / c.wall }
+func (c cost) mbPerCPUS(bytes int64) float64 { return float64(bytes) / 1e6 / c.cpu }
+
+// peerResults holds every figure; a zero cost means the step did not run.
+type peerResults struct {
+	data, changedBytes int64
+
+	resticBackup, resticIncr, resticRestore cost
+	resticStored                            int64
+
+	custosBackup, custosIncr, custosRestore cost
+	custosBroker                            float64 // CPU s of this process (broker, producer) during custosBackup
+	custosStored                            int64
+
+	snapBackup, snapRestore cost
+	snapStored              int64
+}
+
+// peerBench runs the peer section. A missing restic or PostgreSQL is reported as a "# peer:"
+// line and the rest still runs.
+func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
+	dir, err := os.MkdirTemp("", "custos-bench-peer-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	restic, why := findRestic()
+	if restic == "" {
+		fmt.Printf("# peer: restic not installed: %s\n", why)
+	}
+	data, err := writeDataset(filepath.Join(dir, "data"), n)
+	if err != nil {
+		return fmt.Errorf("data set: %w", err)
+	}
+	fmt.Printf("# peer: data set: %d JSON records of ~%d KiB, %d to a customer, %.1f MB\n", n, recordBytes>>10, recordsPer, float64(data.bytes)/1e6)
+	res := peerResults{data: data.bytes}
+
+	var rs *resticRepo
+	if restic != "" {
+		rs = &resticRepo{bin: restic, repo: filepath.Join(dir, "restic-repo"), cache: filepath.Join(dir, "restic-cache"), data: data.dir}
+		if _, err := rs.run("init"); err != nil {
+			return err
+		}
+		if res.resticBackup, err = rs.run("backup", "--host", "bench", data.dir); err != nil {
+			return err
+		}
+	}
+
+	// Custos, event path: the stack stays up for the incremental and the restore.
+	ev, err := startEventPath(ctx, workerBin, cliBin, filepath.Join(dir, "custos-events"))
+	if err != nil {
+		return err
+	}
+	defer ev.close()
+	if res.custosBackup, res.custosBroker, err = ev.publish(ctx, data, allRecords(n), 0); err != nil {
+		return fmt.Errorf("event path full backup: %w", err)
+	}
+
+	// Custos, snapshot path: rows of the same records in PostgreSQL, read by a full snapshot.
+	if err := snapshotPath(ctx, workerBin, cliBin, filepath.Join(dir, "custos-snapshot"), data, &res); err != nil {
+		var skip *skipError
+		if !errors.As(err, &skip) {
+			return fmt.Errorf("snapshot path: %w", err)
+		}
+		fmt.Printf("# peer: snapshot path skipped: %v\n", skip.err)
+	}
+
+	// 1 % of the records change.
+	if res.changedBytes, err = data.modify(); err != nil {
+		return err
+	}
+	fmt.Println("# peer: incremental: restic scans the whole tree to find the 1 % changed; Custos is told what changed (one event per changed record)")
+	if rs != nil {
+		if res.resticIncr, err = rs.run("backup", "--host", "bench", data.dir); err != nil {
+			return err
+		}
+	}
+	if res.custosIncr, _, err = ev.publish(ctx, data, data.changed(), 1); err != nil {
+		return fmt.Errorf("event path incremental: %w", err)
+	}
+
+	// Full restores of the latest state, each checked against the tree.
+	if rs != nil {
+		out := filepath.Join(dir, "restore-restic")
+		if res.resticRestore, err = rs.run("restore", "latest", "--target", out); err != nil {
+			return err
+		}
+		// restic recreates the absolute path it backed up under the target.
+		if err := sameRecords(data, func(i int) string { return filepath.Join(out, data.dir, customerOf(i), recordName(i)) }); err != nil {
+			return fmt.Errorf("restic restore: %w", err)
+		}
+		os.RemoveAll(out)
+		if res.resticStored, err = dirSize(rs.repo); err != nil {
+			return err
+		}
+	}
+	out := filepath.Join(dir, "restore-custos")
+	if res.custosRestore, err = ev.cli(ev.env, "restore", "--all", "--out", out); err != nil {
+		return err
+	}
+	if err := sameRecords(data, func(i int) string {
+		return restore.Path(out, peerTenant, customerOf(i), "records/"+recordName(i))
+	}); err != nil {
+		return fmt.Errorf("custos restore: %w", err)
+	}
+	os.RemoveAll(out)
+	if res.custosStored, err = dirSize(ev.s.Targets[0]); err != nil {
+		return err
+	}
+	res.print(restic != "")
+	return nil
+}
+
+func allRecords(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// findRestic returns -restic, or the binary deploy/bench/install-restic.sh installs (building it
+// the first time), or "" and why not.
+func findRestic() (string, string) {
+	if *resticBin != "" {
+		if _, err := os.Stat(*resticBin); err != nil {
+			return "", err.Error()
+		}
+		return *resticBin, ""
+	}
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return "", err.Error()
+	}
+	fmt.Fprintln(os.Stderr, "bench: installing restic (deploy/bench/install-restic.sh; cached after the first time)")
+	cmd := exec.Command("bash", filepath.Join(root, "deploy", "bench", "install-restic.sh"))
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Sprintf("deploy/bench/install-restic.sh: %v: %s", err, lastLine(stderr.String()))
+	}
+	return lastLine(string(out)), ""
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// resticRepo runs restic on a local repository. The password goes to restic in its environment
+// only; it is never printed.
+type resticRepo struct {
+	bin, repo, cache, data string
+}
+
+func (r *resticRepo) run(args ...string) (cost, error) {
+	cmd := exec.Command(r.bin, append([]string{"--repo", r.repo, "--cache-dir", r.cache, "--quiet"}, args...)...)
+	cmd.Dir = r.data
+	cmd.Env = os.Environ()
+	if os.Getenv("RESTIC_PASSWORD") == "" {
+		cmd.Env = append(cmd.Env, "RESTIC_PASSWORD="+benchResticPassword)
+	}
+	c, err := measure(cmd)
+	if err != nil {
+		return c, fmt.Errorf("restic %s: %w", args[0], err)
+	}
+	return c, nil
+}
+
+// measure runs cmd to the end and returns its wall time and CPU seconds (user + system, every
+// thread, from the child's rusage). Output goes to the bench's stderr only on failure.
+func measure(cmd *exec.Cmd) (cost, error) {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	wall := time.Since(start).Seconds()
+	if err != nil {
+		return cost{}, fmt.Errorf("%v\n%s", err, out.String())
+	}
+	return cost{wall: wall, cpu: (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()}, nil
+}
+
+// procCPU is a running process's CPU seconds so far (user + system), from /proc/<pid>/stat.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	const clkTck = 100 // USER_HZ: 100 on every Linux architecture Go supports
+	return (ut + st) / clkTck, nil
+}
+
+// selfCPU is this process's CPU seconds so far: the embedded broker and the producer.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// eventPath is a Custos stack with one worker process and one fs target, as restic has one
+// repository.
+type eventPath struct {
+	s      *harness.Stack
+	w      *harness.Worker
+	cliBin string
+	env    []string
+}
+
+func startEventPath(ctx context.Context, workerBin, cliBin, dir string) (*eventPath, error) {
+	o := prodLike
+	o.Targets = 1
+	s, err := newStackIn(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	e := &eventPath{s: s, cliBin: cliBin}
+	if e.w, err = s.StartWorker(workerBin, "peer"); err != nil {
+		e.close()
+		return nil, err
+	}
+	if err := waitConsumer(ctx, s); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *eventPath) close() {
+	if e.w != nil {
+		e.w.Stop(time.Minute)
+	}
+	e.s.Close()
+}
+
+// waitConsumer waits for the worker to create its consumer, so timing starts with a worker
+// ready to take events.
+func waitConsumer(ctx context.Context, s *harness.Stack) error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if _, err := s.JS.Consumer(ctx, event.StreamName, "custos-workers"); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("worker consumer not created within 1m")
+}
+
+// publish reads the records idx from the tree (as restic reads them), publishes one event each
+// and waits until every one is durable in the target. It returns the cost (the worker's CPU)
+// and this process's CPU over the same time (the embedded broker and the producer).
+func (e *eventPath) publish(ctx context.Context, d *dataset, idx []int, version int) (cost, float64, error) {
+	p, err := producer.New(e.s.JS, "urn:custos:bench")
+	if err != nil {
+		return cost{}, 0, err
+	}
+	pid := e.w.Cmd.Process.Pid
+	cpu0, err := procCPU(pid)
+	if err != nil {
+		return cost{}, 0, err
+	}
+	self0 := selfCPU()
+	start := time.Now()
+	for _, i := range idx {
+		rec, err := os.ReadFile(d.path(i))
+		if err != nil {
+			return cost{}, 0, err
+		}
+		ev := &custosv1.PostTransaction{
+			Meta: &custosv1.Meta{EventId: fmt.Sprintf("peer-%d-%d", version, i), Time: timestamppb.Now(), Tenant: peerTenant,
+				CustomerId: customerOf(i), DataClass: peerClass},
+			Record: &custosv1.Record{Key: "records/" + recordName(i), ContentType: "application/json",
+				Source: &custosv1.Record_Inline{Inline: rec}},
+		}
+		if _, err := p.PublishPostTransactionAsync(ctx, ev); err != nil {
+			return cost{}, 0, err
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		return cost{}, 0, err
+	}
+	if err := e.s.WaitSettled(ctx, 30*time.Minute); err != nil {
+		return cost{}, 0, err
+	}
+	wall := time.Since(start).Seconds()
+	cpu1, err := procCPU(pid)
+	if err != nil {
+		return cost{}, 0, err
+	}
+	return cost{wall: wall, cpu: cpu1 - cpu0}, selfCPU() - self0, nil
+}
+
+// cli runs the admin CLI on the stack's config (a restore) and measures it.
+func (e *eventPath) cli(env []string, args ...string) (cost, error) {
+	return runCLI(e.cliBin, e.s, env, args...)
+}
+
+func runCLI(bin string, s *harness.Stack, env []string, args ...string) (cost, error) {
+	cmd := exec.Command(bin, append([]string{"--config", s.Config}, args...)...)
+	cmd.Dir = s.Dir
+	cmd.Env = append(os.Environ(), env...)
+	c, err := measure(cmd)
+	if err != nil {
+		return c, fmt.Errorf("custos %s: %w", strings.Join(args, " "), err)
+	}
+	return c, nil
+}
+
+// skipError is a part of the section that cannot run on this machine (no PostgreSQL).
+type skipError struct{ err error }
+
+func (s *skipError) Error() string { return s.err.Error() }
+
+// snapshotPath loads the records as rows, runs a full snapshot of them with one worker and
+// restores it.
+func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset, res *peerResults) error {
+	pg, err := devstack.StartPostgres()
+	if err != nil {
+		return &skipError{err}
+	}
+	defer pg.Stop()
+	dsn, err := pg.CreateDatabase(ctx)
+	if err != nil {
+		return err
+	}
+	if err := loadRows(ctx, dsn, d); err != nil {
+		return fmt.Errorf("load rows: %w", err)
+	}
+	o := prodLike
+	o.Targets = 1
+	o.Postgres = &harness.PostgresSource{DSN: dsn, Class: config.SourceClass{Tenant: peerTenant, Tables: []config.SourceTable{{
+		Name: "records", Table: "records", CustomerColumn: "customer_id", KeyColumns: []string{"key"},
+		ChangeColumn: "updated_at", DeletedColumn: "deleted",
+	}}}}
+	s, err := newStackIn(dir, o)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	// Open first: it creates the key file the worker loads, and the snapshot store.
+	parts, _, err := s.Open(ctx)
+	if err != nil {
+		return err
+	}
+	defer parts.Close()
+	w, err := s.StartWorker(workerBin, "peer-snapshot")
+	if err != nil {
+		return err
+	}
+	defer w.Stop(time.Minute)
+	if err := waitConsumer(ctx, s); err != nil {
+		return err
+	}
+	p, err := producer.New(s.JS, "urn:custos:bench")
+	if err != nil {
+		return err
+	}
+	cpu0, err := procCPU(w.Cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	eventID := "peer-snapshot-full"
+	start := time.Now()
+	if _, err := p.PublishScheduleTick(ctx, &custosv1.ScheduleTick{
+		Meta:     &custosv1.Meta{EventId: eventID, Time: timestamppb.Now(), Tenant: peerTenant, DataClass: peerClass},
+		Schedule: "daily", Method: string(source.Full)}); err != nil {
+		return err
+	}
+	id := snapshot.JobID(eventID)
+	var sn snapshot.Snapshot
+	for deadline := time.Now().Add(30 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("snapshot %s not committed within 30m", id)
+		}
+		if sn, err = parts.Snapshots.Get(ctx, id); err == nil {
+			break
+		}
+		if j, err := parts.Snapshots.Job(ctx, id); err == nil && j.Failed != "" {
+			return fmt.Errorf("snapshot job failed: %s", j.Failed)
+		}
+	}
+	wall := time.Since(start).Seconds()
+	cpu1, err := procCPU(w.Cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	res.snapBackup = cost{wall: wall, cpu: cpu1 - cpu0}
+	if sn.Records != int64(d.n) {
+		return fmt.Errorf("snapshot holds %d records, want %d", sn.Records, d.n)
+	}
+	out := filepath.Join(dir, "restore")
+	env := []string{harness.PostgresDSNEnv + "=" + dsn}
+	if res.snapRestore, err = runCLI(cliBin, s, env, "restore", "--all", "--snapshot", "latest", "--class", peerClass, "--out", out); err != nil {
+		return err
+	}
+	files, err := countFiles(out)
+	if err != nil {
+		return err
+	}
+	if files != d.n {
+		return fmt.Errorf("snapshot restore wrote %d files, want %d", files, d.n)
+	}
+	os.RemoveAll(out)
+	res.snapStored, err = dirSize(s.Targets[0])
+	return err
+}
+
+// loadRows copies version 0 of every record into a records table.
+func loadRows(ctx context.Context, dsn string, d *dataset) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE records (
+		customer_id text NOT NULL, key text NOT NULL, value text NOT NULL,
+		updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+		deleted boolean NOT NULL DEFAULT false, PRIMARY KEY (customer_id, key))`); err != nil {
+		return err
+	}
+	i := 0
+	rows := pgx.CopyFromFunc(func() ([]any, error) {
+		if i == d.n {
+			return nil, nil
+		}
+		rec, err := os.ReadFile(d.path(i))
+		if err != nil {
+			return nil, err
+		}
+		row := []any{customerOf(i), recordName(i), string(rec)}
+		i++
+		return row, nil
+	})
+	n, err := conn.CopyFrom(ctx, pgx.Identifier{"records"}, []string{"customer_id", "key", "value"}, rows)
+	if err != nil {
+		return err
+	}
+	if int(n) != d.n {
+		return fmt.Errorf("copied %d rows, want %d", n, d.n)
+	}
+	_, err = conn.Exec(ctx, "ANALYZE records")
+	return err
+}
+
+// newStackIn is newStack in a given directory (removed by the section's cleanup).
+func newStackIn(dir string, o harness.Options) (*harness.Stack, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	s, err := harness.Start(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := worker.EnsureStreams(context.Background(), s.JS); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// sameRecords checks that every record's restored file (at path(i)) holds the tree's bytes.
+func sameRecords(d *dataset, path func(int) string) error {
+	for i := range d.n {
+		want, err := os.ReadFile(d.path(i))
+		if err != nil {
+			return err
+		}
+		got, err := os.ReadFile(path(i))
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, want) {
+			return fmt.Errorf("record %d restored with other bytes", i)
+		}
+	}
+	return nil
+}
+
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		n += fi.Size()
+		return nil
+	})
+	return n, err
+}
+
+func countFiles(dir string) (int, error) {
+	n := 0
+	err := filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			n++
+		}
+		return err
+	})
+	return n, err
+}
+
+// print writes the section's BENCH lines: raw figures of each side, then the ratios (Custos
+// throughput / restic throughput: above 1, Custos is faster).
+func (r peerResults) print(haveRestic bool) {
+	mb := func(n int64) float64 { return float64(n) / 1e6 }
+	bench("peer_data_mb", mb(r.data), "MB")
+	bench("peer_custos_backup_mb_per_s", r.custosBackup.mbPerS(r.data), "MB/s")
+	bench("peer_custos_backup_mb_per_cpu_s", r.custosBackup.mbPerCPUS(r.data), "MB/cpu-s")
+	fmt.Printf("# peer: Custos CPU is the worker's; the embedded broker and the producer (this process) used %.1f CPU s more during the full backup\n", r.custosBroker)
+	bench("peer_custos_incremental_s", r.custosIncr.wall, "s")
+	bench("peer_custos_incremental_cpu_s", r.custosIncr.cpu, "cpu-s")
+	bench("peer_custos_restore_mb_per_s", r.custosRestore.mbPerS(r.data), "MB/s")
+	bench("peer_custos_restore_mb_per_cpu_s", r.custosRestore.mbPerCPUS(r.data), "MB/cpu-s")
+	bench("peer_custos_stored_mb", mb(r.custosStored), "MB")
+	if r.snapBackup.wall > 0 {
+		bench("peer_custos_snapshot_backup_mb_per_s", r.snapBackup.mbPerS(r.data), "MB/s")
+		bench("peer_custos_snapshot_backup_mb_per_cpu_s", r.snapBackup.mbPerCPUS(r.data), "MB/cpu-s")
+		bench("peer_custos_snapshot_restore_mb_per_s", r.snapRestore.mbPerS(r.data), "MB/s")
+		bench("peer_custos_snapshot_stored_mb", mb(r.snapStored), "MB")
+	}
+	if !haveRestic {
+		return
+	}
+	bench("peer_restic_backup_mb_per_s", r.resticBackup.mbPerS(r.data), "MB/s")
+	bench("peer_restic_backup_mb_per_cpu_s", r.resticBackup.mbPerCPUS(r.data), "MB/cpu-s")
+	bench("peer_restic_incremental_s", r.resticIncr.wall, "s")
+	bench("peer_restic_incremental_cpu_s", r.resticIncr.cpu, "cpu-s")
+	bench("peer_restic_restore_mb_per_s", r.resticRestore.mbPerS(r.data), "MB/s")
+	bench("peer_restic_restore_mb_per_cpu_s", r.resticRestore.mbPerCPUS(r.data), "MB/cpu-s")
+	bench("peer_restic_stored_mb", mb(r.resticStored), "MB")
+
+	bench("peer_backup_ratio", r.custosBackup.mbPerS(r.data)/r.resticBackup.mbPerS(r.data), "ratio")
+	bench("peer_backup_ratio_per_cpu", r.custosBackup.mbPerCPUS(r.data)/r.resticBackup.mbPerCPUS(r.data), "ratio")
+	bench("peer_backup_ratio_per_cpu_with_broker", (mb(r.data)/(r.custosBackup.cpu+r.custosBroker))/r.resticBackup.mbPerCPUS(r.data), "ratio")
+	if r.snapBackup.wall > 0 {
+		bench("peer_snapshot_backup_ratio", r.snapBackup.mbPerS(r.data)/r.resticBackup.mbPerS(r.data), "ratio")
+		bench("peer_snapshot_backup_ratio_per_cpu", r.snapBackup.mbPerCPUS(r.data)/r.resticBackup.mbPerCPUS(r.data), "ratio")
+		bench("peer_snapshot_restore_ratio", r.snapRestore.mbPerS(r.data)/r.resticRestore.mbPerS(r.data), "ratio")
+	}
+	// The same change backed up by each: throughput ratio = restic's time / Custos's time.
+	bench("peer_incremental_ratio", r.resticIncr.wall/r.custosIncr.wall, "ratio")
+	bench("peer_incremental_ratio_per_cpu", r.resticIncr.cpu/r.custosIncr.cpu, "ratio")
+	bench("peer_restore_ratio", r.custosRestore.mbPerS(r.data)/r.resticRestore.mbPerS(r.data), "ratio")
+	bench("peer_restore_ratio_per_cpu", r.custosRestore.mbPerCPUS(r.data)/r.resticRestore.mbPerCPUS(r.data), "ratio")
+	// Stored bytes: below 1, Custos stores less than restic.
+	bench("peer_stored_ratio", float64(r.custosStored)/float64(r.resticStored), "ratio")
+}
