@@ -1,20 +1,18 @@
 // Package restore brings customers' records back from the targets: it finds their items in the
-// catalog, reads each from the first target that has it, checks its SHA-256 against the
-// manifest, authenticates and decrypts every segment, and writes the newest version of each
-// record (optionally as of a time). It never restores an erased customer.
+// catalog, reads them pack by pack (one ranged read for the wanted items of a pack, from the
+// first target whose copy verifies), checks each item's SHA-256 against the manifest,
+// authenticates and decrypts every segment, and writes the newest version of each record
+// (optionally as of a time), many packs and files at once. It never restores an erased
+// customer.
 package restore
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"log/slog"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -50,8 +48,12 @@ type Restorer struct {
 	Repo       *repository.Reader
 	Pseudonyms keys.Pseudonymizer
 	Logger     *slog.Logger
-	// Progress, when set, is called after each item.
-	Progress func(done, total int)
+	// Parallelism bounds the ranged reads in flight (each authenticating and decrypting its
+	// items) and, separately, the files being written (default DefaultParallelism()).
+	Parallelism int
+	// Progress, when set, is called once each item is done (restored or failed), from several
+	// goroutines but one call at a time, Items counting up by one.
+	Progress func(Progress)
 
 	once sync.Once
 }
@@ -82,7 +84,7 @@ type Report struct {
 	Customers int      // customers with at least one record restored
 	Records   int      // records written
 	Items     int      // items read and authenticated
-	Bytes     int64    // record bytes written
+	Bytes     int64    // record bytes of the items read and authenticated (replaced versions too)
 	Erased    []string // pseudonyms of erased customers that were skipped
 	Failures  []string // items that could not be restored from any target
 	// Skipped names every replica passed over because it was missing or failed a check, while
@@ -169,12 +171,32 @@ func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {
 			rep.Unindexed = append(rep.Unindexed, id)
 		}
 	}
-	for _, id := range ids {
-		m, err := r.repo().Manifest(ctx, id)
-		if err != nil {
-			rep.Failures = append(rep.Failures, fmt.Sprintf("manifest %s: %v", id, err))
+	// Manifests are read and authenticated several at a time; their items keep the order of ids.
+	manifests := make([]pack.Manifest, len(ids))
+	errs := make([]error, len(ids))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, min(r.parallelism(), len(ids))) {
+		wg.Go(func() {
+			for i := range next {
+				manifests[i], errs[i] = r.repo().Manifest(ctx, ids[i])
+			}
+		})
+	}
+	for i := range ids {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	for i, id := range ids {
+		if errs[i] != nil {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("manifest %s: %v", id, errs[i]))
 			continue
 		}
+		m := manifests[i]
 		for _, e := range m.Items {
 			items = append(items, located{pack: m.Pack, class: m.Class, entry: e})
 		}
@@ -185,93 +207,82 @@ func (r *Restorer) All(ctx context.Context, opts Options) (Report, error) {
 	return sub, err
 }
 
-// restore reads items oldest first so the newest version of each record is written last.
-// rep is a named result so that the deferred copy of the skipped replicas reaches the caller.
+// restore selects the items to read (as of opts.AsOf, one copy per item id), fetches the data
+// keys of their customers once, and reads and writes them (run.go). rep is a named result so
+// that the deferred copy of the skipped replicas reaches the caller.
 func (r *Restorer) restore(ctx context.Context, items []located, opts Options) (rep Report, err error) {
-	log := r.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	// One copy per item id: a duplicate delivery may have stored an item twice.
 	seen := map[string]bool{}
-	kept := items[:0]
+	var jobs []*job
 	for _, it := range items {
 		if !opts.AsOf.IsZero() && it.entry.EventTime.After(opts.AsOf) {
 			continue
 		}
 		if !seen[it.entry.ID] {
 			seen[it.entry.ID] = true
-			kept = append(kept, it)
+			// idx breaks ties of event time and sequence: the later candidate wins, as a stable
+			// sort and writing in order did (design.md section 7).
+			jobs = append(jobs, &job{located: it, idx: len(jobs)})
 		}
 	}
-	items = kept
-	// The newest version by event time wins, ties broken by stream sequence (design.md section
-	// 7): "as of T" means the state the producer's changes describe at T, also when events about
-	// one record arrive out of order (a backfill, a retried publish).
-	sort.SliceStable(items, func(i, j int) bool {
-		a, b := items[i].entry, items[j].entry
-		if !a.EventTime.Equal(b.EventTime) {
-			return a.EventTime.Before(b.EventTime)
-		}
-		return a.Seq < b.Seq
-	})
-	deks := map[string][]byte{}
-	erased := map[string]bool{} // erased, or not restorable as a whole: skip its items
-	customers := map[string]bool{}
-	records := map[string]bool{}
 	defer func() {
 		for _, b := range r.repo().TakeSkipped() {
 			rep.Skipped = append(rep.Skipped, b.String())
 		}
 	}()
-	for i, it := range items {
-		if err := ctx.Err(); err != nil {
-			return rep, err
-		}
-		c := it.entry.Customer
-		if erased[c] {
-			continue
-		}
-		dek, ok := deks[c]
-		if !ok {
-			var err error
-			dek, err = r.customerKey(ctx, c, it.pack, &rep)
-			if err != nil {
-				return rep, err
-			}
-			if dek == nil {
-				erased[c] = true
-				continue
-			}
-			deks[c] = dek
-		}
-		meta, n, err := r.item(ctx, dek, it, opts.Out)
-		if err != nil {
-			log.Error("item not restored", "pack", it.pack, "item", it.entry.ID, "err", err)
-			rep.Failures = append(rep.Failures, fmt.Sprintf("item %s in pack %s: %v", it.entry.ID, it.pack, err))
-			continue
-		}
-		rep.Items++
-		customers[c] = true
-		key := meta.Tenant + "\x00" + meta.CustomerID + "\x00" + meta.RecordKey
-		if !records[key] {
-			records[key] = true
-			rep.Records++
-		}
-		rep.Bytes += n
-		if r.Progress != nil {
-			r.Progress(i+1, len(items))
+	deks, err := r.customerKeys(ctx, jobs, &rep)
+	if err != nil {
+		return rep, err
+	}
+	todo := jobs[:0]
+	for _, j := range jobs {
+		if j.dek = deks[j.entry.Customer]; j.dek != nil {
+			todo = append(todo, j)
 		}
 	}
-	rep.Customers = len(customers)
 	sort.Strings(rep.Erased)
-	return rep, nil
+	ru := newRun(r, opts.Out, todo)
+	err = ru.execute(ctx, todo)
+	ru.report(&rep)
+	if err == nil {
+		err = ctx.Err()
+	}
+	return rep, err
 }
 
-// customerKey returns a customer's data key, or nil when its items must be skipped: erased
-// (added to rep.Erased), or not restorable (added to rep.Failures). An error stops the restore.
-func (r *Restorer) customerKey(ctx context.Context, c, packID string, rep *Report) ([]byte, error) {
-	dek, err := r.Keys.Lookup(ctx, c)
+// customerKeys returns the data key of every customer of jobs, fetched once each (in bulk when
+// the key store allows). A customer whose items must be skipped has no key: erased (added to
+// rep.Erased), or not restorable (added to rep.Failures). An error stops the restore.
+func (r *Restorer) customerKeys(ctx context.Context, jobs []*job, rep *Report) (map[string][]byte, error) {
+	firstPack := map[string]string{} // a pack holding an item of the customer, for its manifest
+	var customers []string
+	for _, j := range jobs {
+		if _, ok := firstPack[j.entry.Customer]; !ok {
+			firstPack[j.entry.Customer] = j.pack
+			customers = append(customers, j.entry.Customer)
+		}
+	}
+	sort.Strings(customers)
+	found, err := keys.LookupMany(ctx, r.Keys, customers, r.parallelism())
+	if err != nil {
+		return nil, fmt.Errorf("restore: data keys: %w", err)
+	}
+	deks := make(map[string][]byte, len(customers))
+	for i, c := range customers {
+		dek, err := r.customerKey(ctx, c, firstPack[c], found[i], rep)
+		if err != nil {
+			return nil, err
+		}
+		deks[c] = dek
+	}
+	return deks, nil
+}
+
+// customerKey returns a customer's data key given the key store's answer, or nil when its
+// items must be skipped: erased (added to rep.Erased), or not restorable (added to
+// rep.Failures). An error stops the restore.
+func (r *Restorer) customerKey(ctx context.Context, c, packID string, f keys.Found, rep *Report) ([]byte, error) {
+	dek, err := f.Key, f.Err
 	switch {
 	case err == nil:
 		return dek, nil
@@ -302,85 +313,6 @@ func (r *Restorer) customerKey(ctx context.Context, c, packID string, rep *Repor
 	default:
 		return nil, fmt.Errorf("restore: data key of %s: %w", c, err)
 	}
-}
-
-// item restores one item from the first target whose copy verifies; the copies passed over are
-// recorded in the Reader's skipped list.
-func (r *Restorer) item(ctx context.Context, dek []byte, it located, out string) (pack.ItemMeta, int64, error) {
-	// The index is not authenticated: check the id before it names an object.
-	if !pack.ValidID(it.pack) {
-		return pack.ItemMeta{}, 0, fmt.Errorf("malformed pack id %q in the index", it.pack)
-	}
-	var errs []error
-	var failed []repository.Bad
-	for _, t := range r.Targets {
-		meta, n, err := r.itemFrom(ctx, t, dek, it, out)
-		if err == nil {
-			for _, b := range failed {
-				r.repo().Skip(b.Target, b.Object, b.Err)
-			}
-			return meta, n, nil
-		}
-		failed = append(failed, repository.Bad{Target: t.Name(), Object: repository.PackName(it.pack) + " item " + it.entry.ID, Err: err})
-		errs = append(errs, fmt.Errorf("%s: %w", t.Name(), err))
-	}
-	return pack.ItemMeta{}, 0, errors.Join(errs...)
-}
-
-func (r *Restorer) itemFrom(ctx context.Context, t target.Reader, dek []byte, it located, out string) (pack.ItemMeta, int64, error) {
-	rc, err := t.GetRange(ctx, repository.PackName(it.pack), it.entry.Offset, it.entry.Length)
-	if err != nil {
-		return pack.ItemMeta{}, 0, err
-	}
-	defer rc.Close()
-	h := sha256.New()
-	counted := &hashingReader{r: rc, h: h}
-	ir, err := pack.OpenItemStream(counted, dek, it.entry.Customer, it.class, it.entry.ID)
-	if err != nil {
-		return pack.ItemMeta{}, 0, err
-	}
-	defer ir.Close()
-	dst := Path(out, ir.Meta.Tenant, ir.Meta.CustomerID, ir.Meta.RecordKey)
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return pack.ItemMeta{}, 0, err
-	}
-	tmp, err := os.CreateTemp(dir, ".restore-*")
-	if err != nil {
-		return pack.ItemMeta{}, 0, err
-	}
-	defer os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, ir)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return pack.ItemMeta{}, 0, err
-	}
-	// Drain so that the checksum covers every byte of the stored item.
-	if _, err := io.Copy(io.Discard, counted); err != nil {
-		return pack.ItemMeta{}, 0, err
-	}
-	if counted.n != it.entry.Length || hex.EncodeToString(h.Sum(nil)) != it.entry.SHA256 {
-		return pack.ItemMeta{}, 0, ErrChecksum
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return pack.ItemMeta{}, 0, err
-	}
-	return ir.Meta, n, nil
-}
-
-type hashingReader struct {
-	r io.Reader
-	h hash.Hash
-	n int64
-}
-
-func (h *hashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.n += int64(n)
-	h.h.Write(p[:n])
-	return n, err
 }
 
 // Path is where a restored record is written: out/<tenant>/<customer>/<record key>, each part

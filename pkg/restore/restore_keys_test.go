@@ -262,6 +262,9 @@ func TestSkippedReplicaNamed(t *testing.T) {
 	}
 	checkFiles(t, out, want(out, recs[1]))
 
+	// A pack is read once: damage every item of the stored copy, not only the first one read.
+	b.faults[0].Reset()
+	flipItems(t, b, 0, p)
 	b.faults[0].Corrupt(manName)
 	out = t.TempDir()
 	rep, err = b.restorer().All(t.Context(), restore.Options{Out: out})

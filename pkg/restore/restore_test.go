@@ -80,7 +80,7 @@ func setup(t *testing.T) *bundle {
 }
 
 // useKeys makes store the key store backups are written with (before any backup).
-func (b *bundle) useKeys(t *testing.T, store keys.EnvelopeStore) {
+func (b *bundle) useKeys(t testing.TB, store keys.EnvelopeStore) {
 	t.Helper()
 	b.keys = store
 	var err error
@@ -107,7 +107,7 @@ type built struct {
 }
 
 // seal encrypts records as items of one pack, each from its own event, in stream order.
-func (b *bundle) seal(t *testing.T, class string, recs ...record) built {
+func (b *bundle) seal(t testing.TB, class string, recs ...record) built {
 	t.Helper()
 	var items []pack.Item
 	for _, r := range recs {
@@ -131,7 +131,7 @@ func (b *bundle) seal(t *testing.T, class string, recs ...record) built {
 
 // sealManifest seals a pack's manifest as the worker does: with the wrapped key of every
 // customer it lists, as a catalog object.
-func (b *bundle) sealManifest(t *testing.T, m pack.Manifest) []byte {
+func (b *bundle) sealManifest(t testing.TB, m pack.Manifest) []byte {
 	t.Helper()
 	m.Keys = map[string]pack.WrappedKey{}
 	for _, c := range m.Customers() {
@@ -149,7 +149,7 @@ func (b *bundle) sealManifest(t *testing.T, m pack.Manifest) []byte {
 }
 
 // store writes a pack to every target, then its manifest, then indexes it (design.md 5).
-func (b *bundle) store(t *testing.T, p built) built {
+func (b *bundle) store(t testing.TB, p built) built {
 	t.Helper()
 	ctx := t.Context()
 	m := p.Manifest
@@ -193,7 +193,7 @@ func (b *bundle) erase(t *testing.T, customer string, on ...int) string {
 	return pseudo
 }
 
-func (b *bundle) backup(t *testing.T, class string, recs ...record) built {
+func (b *bundle) backup(t testing.TB, class string, recs ...record) built {
 	t.Helper()
 	return b.store(t, b.seal(t, class, recs...))
 }
@@ -217,7 +217,7 @@ func replace(t *testing.T, tg target.Target, name string, data []byte) {
 }
 
 // put stores an object on one target.
-func put(t *testing.T, tg target.Target, name string, data []byte) {
+func put(t testing.TB, tg target.Target, name string, data []byte) {
 	t.Helper()
 	if err := tg.Put(t.Context(), name, bytes.NewReader(data), int64(len(data)), target.PutOptions{SHA256: sha256.Sum256(data)}); err != nil {
 		t.Fatal(err)
@@ -418,6 +418,8 @@ type damage struct {
 	name  string
 	apply func(t *testing.T, b *bundle, tg int, p built)
 	says  string // what the failure report says when no copy is good
+	// partial damage leaves some items of the copy good (TestAllReplicasBad skips it).
+	partial bool
 }
 
 // reseal encrypts every item of a pack again with a random nonce: each item still
@@ -448,29 +450,41 @@ func reseal(t *testing.T, b *bundle, p built) []byte {
 	return out
 }
 
+// flipItems replaces a target's copy of a pack by one with the first byte of every item flipped.
+func flipItems(t *testing.T, b *bundle, tg int, p built) {
+	t.Helper()
+	d := bytes.Clone(p.Data)
+	for _, e := range p.Manifest.Items {
+		d[e.Offset] ^= 0xff
+	}
+	replace(t, b.targets[tg], pack.ObjectName(p.Manifest.Pack), d)
+}
+
 var damages = []damage{
+	{"first byte of every item flipped", flipItems, "unsupported format version", false},
+	// A pack is read once, so a read fault damages the first item read from it.
 	{"first byte of every read flipped", func(t *testing.T, b *bundle, tg int, p built) {
 		b.faults[tg].Corrupt(pack.ObjectName(p.Manifest.Pack))
-	}, "unsupported format version"},
+	}, "unsupported format version", true},
 	{"a bit flipped inside every item", func(t *testing.T, b *bundle, tg int, p built) {
 		d := bytes.Clone(p.Data)
 		for _, e := range p.Manifest.Items {
 			d[e.Offset+e.Length/2] ^= 0x04
 		}
 		replace(t, b.targets[tg], pack.ObjectName(p.Manifest.Pack), d)
-	}, "authentication failed"},
+	}, "authentication failed", false},
 	{"truncated inside the first item", func(t *testing.T, b *bundle, tg int, p built) {
 		replace(t, b.targets[tg], pack.ObjectName(p.Manifest.Pack), p.Data[:p.Manifest.Items[0].Length/2])
-	}, ""}, // the first item fails authentication, the others are out of range
+	}, "", false}, // the first item is cut short, the others are missing
 	{"re-encrypted", func(t *testing.T, b *bundle, tg int, p built) {
 		replace(t, b.targets[tg], pack.ObjectName(p.Manifest.Pack), reseal(t, b, p))
-	}, "checksum mismatch"},
+	}, "checksum mismatch", false},
 	{"missing", func(t *testing.T, b *bundle, tg int, p built) {
 		if err := b.targets[tg].Delete(t.Context(), pack.ObjectName(p.Manifest.Pack)); err != nil {
 			t.Fatal(err)
 		}
-	}, "not found"},
-	{"target down", func(t *testing.T, b *bundle, tg int, p built) { b.faults[tg].Down() }, "unavailable"},
+	}, "not found", false},
+	{"target down", func(t *testing.T, b *bundle, tg int, p built) { b.faults[tg].Down() }, "unavailable", false},
 }
 
 // A bad copy is skipped in favour of a good one, whichever target holds it.
@@ -510,8 +524,8 @@ func TestBadReplicaSkipped(t *testing.T) {
 func TestAllReplicasBad(t *testing.T) {
 	t.Parallel()
 	for _, d := range damages {
-		if d.name == "target down" {
-			continue // every target down: TestEverythingDown
+		if d.name == "target down" || d.partial {
+			continue // every target down: TestEverythingDown; partial: some items are good
 		}
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
@@ -681,15 +695,25 @@ func TestCancelled(t *testing.T) {
 func TestProgress(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.backup(t, "critical", rec("alice", "k1", "1", t0), rec("alice", "k2", "2", t0), rec("alice", "k3", "3", t0))
+	p := b.backup(t, "critical", rec("alice", "k1", "1", t0), rec("alice", "k2", "2", t0), rec("alice", "k3", "3", t0))
 	r := b.restorer()
-	var calls [][2]int
-	r.Progress = func(done, total int) { calls = append(calls, [2]int{done, total}) }
+	var calls []restore.Progress
+	r.Progress = func(p restore.Progress) { calls = append(calls, p) }
 	if _, err := r.Customer(t.Context(), "shop", "alice", restore.Options{Out: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(calls, [][2]int{{1, 3}, {2, 3}, {3, 3}}) {
-		t.Fatalf("progress calls %v", calls)
+	if len(calls) != 3 {
+		t.Fatalf("progress calls %+v, want one per item", calls)
+	}
+	var bytes int64
+	for i, c := range calls {
+		if c.Items != i+1 || c.TotalItems != 3 || c.Bytes <= bytes || c.TotalBytes != p.Manifest.Size {
+			t.Errorf("call %d: %+v", i, c)
+		}
+		bytes = c.Bytes
+	}
+	if bytes != p.Manifest.Size {
+		t.Errorf("last call says %d bytes, want the %d the items take", bytes, p.Manifest.Size)
 	}
 }
 

@@ -20,8 +20,9 @@ import (
 )
 
 func restoreCmd() *cobra.Command {
-	var tenant, customer, out, asOf, snap, class, fromTarget string
+	var tenant, customer, out, asOf, snap, class, fromTarget, progressMode string
 	var all bool
+	var parallel int
 	cmd := &cobra.Command{
 		Use:   "restore (--customer ID --tenant T | --all) --out DIR [--as-of TIME | --snapshot ID|latest [--class C]]",
 		Short: "Restore one customer (latest, or as of a time) or all customers; or a snapshot",
@@ -39,7 +40,11 @@ records and the snapshot records from that one target and the key file (docs/des
 11), and reads items from that target first, then from the other configured targets.
 
 A replica that was missing or failed a check while another target's copy served is named on
-stderr ("SKIPPED") and counted in the summary.`,
+stderr ("SKIPPED") and counted in the summary.
+
+Packs are read once each (one ranged read for the items wanted from a pack), --parallel at a
+time. Progress goes to stderr: one updating line on a terminal and nothing otherwise (auto), a
+JSON object a second (json), or nothing (none).`,
 		Example: `  custos restore --config custos.yaml --tenant shop --customer c-0042 --out ./restored
   custos restore --config custos.yaml --all --out ./restored --as-of 2026-11-01T00:00:00Z
   custos restore --config custos.yaml --all --snapshot latest --class critical --out ./restored
@@ -66,11 +71,14 @@ stderr ("SKIPPED") and counted in the summary.`,
 			if snap == "latest" && class == "" {
 				return fmt.Errorf("--snapshot latest needs --class")
 			}
+			prog, err := restoreProgress(progressMode)
+			if err != nil {
+				return err
+			}
 			var rep restore.Report
-			var err error
 			start := time.Now()
 			if fromTarget != "" {
-				rep, err = runOfflineRestore(cmd, fromTarget, snap, class, tenant, customer, all, opts)
+				rep, err = runOfflineRestore(cmd, fromTarget, snap, class, tenant, customer, all, opts, prog, parallel)
 				fmt.Fprintln(cmd.ErrOrStderr(), "NOTE: this restore read no broker and is not recorded in the audit log")
 			} else {
 				var parts *config.Parts
@@ -79,7 +87,7 @@ stderr ("SKIPPED") and counted in the summary.`,
 				}
 				defer parts.Close()
 				r := &restore.Restorer{Index: parts.Index, Targets: readerList(parts.Targets), Keys: parts.Keys,
-					Repo: parts.Repository(), Pseudonyms: parts.KMS, Logger: logger(), Progress: progress()}
+					Repo: parts.Repository(), Pseudonyms: parts.KMS, Logger: logger(), Progress: prog, Parallelism: parallel}
 				if snap != "" {
 					rep, err = runSnapshotRestore(cmd, r, parts.Snapshots, snap, class, tenant, customer, opts)
 				} else {
@@ -115,6 +123,8 @@ stderr ("SKIPPED") and counted in the summary.`,
 	cmd.Flags().StringVar(&snap, "snapshot", "", `restore this snapshot (an id from "custos snapshots", or latest)`)
 	cmd.Flags().StringVar(&class, "class", "", "data class, for --snapshot latest")
 	cmd.Flags().StringVar(&fromTarget, "from-target", "", "restore with no broker: read the catalog and keys from this target")
+	cmd.Flags().StringVar(&progressMode, "progress", "auto", "progress on stderr: auto (a line on a terminal, else none), json (one object a line) or none")
+	cmd.Flags().IntVar(&parallel, "parallel", 0, "ranged reads of packs in flight, and as many file writes (default: twice the CPUs)")
 	return cmd
 }
 
@@ -179,7 +189,7 @@ func snapshotRestore(cmd *cobra.Command, r *restore.Restorer, snaps snapshotList
 }
 
 // runOfflineRestore restores with no broker: the catalog is read from one target.
-func runOfflineRestore(cmd *cobra.Command, from, snap, class, tenant, customer string, all bool, opts restore.Options) (restore.Report, error) {
+func runOfflineRestore(cmd *cobra.Command, from, snap, class, tenant, customer string, all bool, opts restore.Options, prog func(restore.Progress), parallel int) (restore.Report, error) {
 	cfgPath, _ := cmd.Flags().GetString("config")
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
@@ -208,7 +218,7 @@ func runOfflineRestore(cmd *cobra.Command, from, snap, class, tenant, customer s
 	}
 	ordered := append([]target.Target{src}, others...)
 	r := &restore.Restorer{Index: mem, Targets: readerList(ordered), Keys: mem,
-		Repo: repository.NewReader(opener, readerList(ordered)...), Pseudonyms: off.KMS, Logger: logger(), Progress: progress()}
+		Repo: repository.NewReader(opener, readerList(ordered)...), Pseudonyms: off.KMS, Logger: logger(), Progress: prog, Parallelism: parallel}
 	var rep restore.Report
 	if snap != "" {
 		rep, err = snapshotRestore(cmd, r, mem, snap, class, tenant, customer, opts)
@@ -254,19 +264,21 @@ func runRestore(cmd *cobra.Command, r *restore.Restorer, tenant, customer string
 	return r.Customer(cmd.Context(), tenant, customer, opts)
 }
 
-// progress prints "items done/total" on a terminal, at most ten times a second.
-func progress() func(done, total int) {
-	fi, err := os.Stderr.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		return nil
-	}
-	var last time.Time
-	return func(done, total int) {
-		if now := time.Now(); now.Sub(last) > 100*time.Millisecond || done == total {
-			last = now
-			fmt.Fprintf(os.Stderr, "\rrestoring items %d/%d", done, total)
+// restoreProgress returns the progress reporter --progress asks for: on a terminal one line
+// with items, bytes, rate and time left; JSON lines (one a second, and the last) with json.
+func restoreProgress(mode string) (func(restore.Progress), error) {
+	switch mode {
+	case "auto":
+		if !isTerminal() {
+			return nil, nil
 		}
+		return restore.ProgressLine(os.Stderr, time.Now), nil
+	case "json":
+		return restore.ProgressJSON(os.Stderr, time.Now, time.Second), nil
+	case "none":
+		return nil, nil
 	}
+	return nil, fmt.Errorf("--progress must be auto, json or none, not %q", mode)
 }
 
 // restoreEntry is the audit entry of a restore through the broker: which customer (by
