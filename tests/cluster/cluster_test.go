@@ -6,7 +6,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,20 +27,10 @@ import (
 	"github.com/custos-dev/custos/tests/harness"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startCluster runs three JetStream servers routed to each other on loopback.
 func startCluster(t *testing.T, dir string) []*server.Server {
 	t.Helper()
-	cports := []int{freePort(t), freePort(t), freePort(t)}
+	cports := []int{harness.FreePort(t), harness.FreePort(t), harness.FreePort(t)}
 	var routes []*url.URL
 	for _, p := range cports {
 		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p)})

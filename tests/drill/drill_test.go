@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -300,7 +299,7 @@ func checkReport(t *testing.T, stack *harness.Stack) {
 	if out, err := stack.CLI(append([]string{"report", "--format", "html", "--out", htmlPath}, period...)...); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	dom := chromiumDOM(t, "file://"+htmlPath)
+	dom := harness.ChromiumDOM(t, "file://"+htmlPath)
 	if !strings.Contains(dom, "seed002-3.4-testing") || !strings.Contains(dom, `class="fail"`) || !strings.Contains(dom, "FAIL") {
 		t.Errorf("the rendered report does not show the failing testing control:\n%.2000s", dom)
 	}
@@ -326,23 +325,6 @@ func validateReport(t *testing.T, b []byte) {
 	if err := sch.Validate(doc); err != nil {
 		t.Fatalf("the report does not follow docs/report.schema.json: %v", err)
 	}
-}
-
-// chromiumDOM renders url in headless Chromium (installed by make emulators) and returns the DOM.
-func chromiumDOM(t *testing.T, url string) string {
-	t.Helper()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		bin = "/usr/bin/chromium"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-		"--user-data-dir="+t.TempDir(), "--dump-dom", url).Output()
-	if err != nil {
-		t.Fatalf("chromium (make emulators installs it): %v", err)
-	}
-	return string(out)
 }
 
 // flip flips one byte in the middle of a file, as bit rot would.

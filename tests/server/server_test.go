@@ -7,7 +7,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,16 +28,6 @@ import (
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 	"github.com/custos-dev/custos/tests/harness"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 type server struct {
 	cmd  *exec.Cmd
@@ -88,8 +77,8 @@ func TestServerKilledAndRestartedLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	work := t.TempDir()
-	natsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	admin := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	natsAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	admin := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
 	srv := startServer(t, bin, work, natsAddr, admin, 1)
 
 	nc, err := nats.Connect("nats://"+natsAddr, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
@@ -179,7 +168,7 @@ func TestServerKilledAndRestartedLosesNothing(t *testing.T) {
 	}
 
 	// The status page: critical was backed up just now, important never (breached).
-	dom := chromiumDOM(t, "http://"+admin+"/")
+	dom := harness.ChromiumDOM(t, "http://"+admin+"/")
 	for _, want := range []string{`<tr class="ok" data-class="critical">`, `<tr class="breached" data-class="important">`, "BREACHED"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("status page lacks %q:\n%s", want, dom)
@@ -200,25 +189,4 @@ func waitSettled(ctx context.Context, js jetstream.JetStream, timeout time.Durat
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("events not settled within %v", timeout)
-}
-
-// chromiumDOM renders url in headless Chromium (installed by make emulators) and returns the DOM.
-func chromiumDOM(t *testing.T, url string) string {
-	t.Helper()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		bin = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("chromium is not installed (make emulators installs it): %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-		"--user-data-dir="+t.TempDir(), "--dump-dom", url)
-	b, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium: %v", err)
-	}
-	return string(b)
 }
