@@ -80,8 +80,11 @@ type Sources struct {
 	// JS reads the dead-letter stream and the audit log; nil leaves them out.
 	JS    jetstream.JetStream
 	Clock func() time.Time
-	// Targets of each class (the runtime configuration, after the policy); the policy's when nil.
+	// ClassTargets are the targets of each class as the index names them (config.TargetNames:
+	// "fs:primary"); the policy's names when nil. Targets are every configured target, so one
+	// that holds nothing yet is listed too.
 	ClassTargets map[string][]string
+	Targets      []string
 }
 
 // drillLimit bounds how many of the newest audit entries Collect looks through for drills.
@@ -142,8 +145,8 @@ func Collect(ctx context.Context, s Sources) (Page, error) {
 			perTarget[t]++
 		}
 	}
-	for _, t := range s.Policy.Targets {
-		perTarget[t.Name] += 0
+	for _, t := range s.Targets {
+		perTarget[t] += 0
 	}
 	for name, n := range perTarget {
 		pg.Targets = append(pg.Targets, Target{Name: name, Packs: n})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,7 +93,8 @@ func TestCollectAndRender(t *testing.T) {
 		}
 	}
 
-	pg, err := status.Collect(ctx, status.Sources{Policy: p, Index: ix, JS: ns.JS, Clock: func() time.Time { return now }})
+	pg, err := status.Collect(ctx, status.Sources{Policy: p, Index: ix, JS: ns.JS, Clock: func() time.Time { return now },
+		Targets: []string{"a", "b", "c"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +110,9 @@ func TestCollectAndRender(t *testing.T) {
 	}
 	if c := byName["archive"]; c.Breached || c.Underreplicated != 1 {
 		t.Errorf("archive = %+v, want ok with one under-replicated pack", c)
+	}
+	if want := []status.Target{{Name: "a", Packs: 2}, {Name: "b", Packs: 1}, {Name: "c", Packs: 0}}; !slices.Equal(pg.Targets, want) {
+		t.Errorf("targets = %+v, want %+v (c holds nothing yet)", pg.Targets, want)
 	}
 	if pg.DeadLetters != 1 {
 		t.Errorf("dead letters = %d, want 1", pg.DeadLetters)

@@ -197,7 +197,7 @@ func runServer(ctx context.Context, o serverOpts) error {
 	}
 	defer stopObserving()
 
-	w, err := node.StartWorker(ctx, cfg, o.name, log.With("component", "worker"))
+	w, err := node.StartWorker(ctx, cfg, o.name, log)
 	if err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func runServer(ctx context.Context, o serverOpts) error {
 			w.Stop(context.Background()) //nolint:errcheck // an earlier error is returned
 		}
 	}()
-	s, err := node.StartScheduler(ctx, cfg, w.Parts().JS, cfg.Policy(), o.name, log.With("component", "scheduler"))
+	s, err := node.StartScheduler(ctx, cfg, w.Parts().JS, cfg.Policy(), o.name, log)
 	if err != nil {
 		return err
 	}
@@ -217,10 +217,14 @@ func runServer(ctx context.Context, o serverOpts) error {
 	page := status.Handler(func(ctx context.Context) (status.Page, error) {
 		classTargets := map[string][]string{}
 		for n, c := range cfg.Classes {
-			classTargets[n] = c.Targets
+			classTargets[n] = cfg.TargetNames(c.Targets)
+		}
+		var all []string
+		for _, t := range cfg.Targets {
+			all = append(all, t.Name)
 		}
 		return status.Collect(ctx, status.Sources{Policy: cfg.Policy(), Index: parts.Index, Snapshots: parts.Snapshots,
-			JS: parts.JS, ClassTargets: classTargets})
+			JS: parts.JS, ClassTargets: classTargets, Targets: cfg.TargetNames(all)})
 	})
 	admin := telemetry.NewAdmin(telemetry.AdminConfig{Listen: o.admin, Metrics: metrics.Handler(),
 		Healthy: func(context.Context) error {

@@ -169,7 +169,8 @@ func TestServerKilledAndRestartedLosesNothing(t *testing.T) {
 
 	// The status page: critical was backed up just now, important never (breached).
 	dom := harness.ChromiumDOM(t, "http://"+admin+"/")
-	for _, want := range []string{`<tr class="ok" data-class="critical">`, `<tr class="breached" data-class="important">`, "BREACHED"} {
+	for _, want := range []string{`<tr class="ok" data-class="critical">`, `<tr class="breached" data-class="important">`, "BREACHED",
+		"<td>fs:primary</td>", "<td>fs:secondary</td>"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("status page lacks %q:\n%s", want, dom)
 		}
