@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -136,4 +137,26 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// PolicyOr returns the policy a program runs under when it was also given a policy file of its
+// own (flagPath, "" for none): the configuration's, which flagPath may only name again; else
+// the file flagPath names; nil when neither names one. So no program acts under another policy
+// than the workers.
+func (c *Config) PolicyOr(flagPath string) (*policy.Policy, error) {
+	if flagPath == "" {
+		if c.PolicyFromFile() {
+			return c.policy, nil
+		}
+		return nil, nil
+	}
+	if !c.PolicyFromFile() {
+		return policy.Load(flagPath)
+	}
+	a, errA := os.Stat(c.Path(c.PolicyFile))
+	b, errB := os.Stat(flagPath)
+	if errA != nil || errB != nil || !os.SameFile(a, b) {
+		return nil, fmt.Errorf("--policy %s is not the policy the configuration names (%s): workers run that one; drop --policy", flagPath, c.PolicyFile)
+	}
+	return c.policy, nil
 }

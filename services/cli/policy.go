@@ -3,12 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/policy"
 )
 
@@ -153,25 +151,4 @@ func countNoun(n int, one, many string) string {
 		return one
 	}
 	return many
-}
-
-// policyFor returns the policy a command runs under: the file --policy names, else the one the
-// configuration names; nil when neither names one. Both may be given only for the same file, so
-// no command acts under another policy than the workers.
-func policyFor(cfg *config.Config, flagPath string) (*policy.Policy, error) {
-	if flagPath == "" {
-		if cfg.PolicyFromFile() {
-			return cfg.Policy(), nil
-		}
-		return nil, nil
-	}
-	if cfg.PolicyFromFile() {
-		a, errA := os.Stat(cfg.Path(cfg.PolicyFile))
-		b, errB := os.Stat(flagPath)
-		if errA != nil || errB != nil || !os.SameFile(a, b) {
-			return nil, fmt.Errorf("--policy %s is not the policy the configuration names (%s); drop --policy", flagPath, cfg.PolicyFile)
-		}
-		return cfg.Policy(), nil
-	}
-	return policy.Load(flagPath)
 }

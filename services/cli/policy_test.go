@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/custos-dev/custos/pkg/config"
 )
 
 // execute runs the custos command tree in-process with args and returns what it printed.
@@ -117,5 +119,46 @@ func TestPolicyDefault(t *testing.T) {
 		!strings.Contains(out, "  critical: daily \"0 2 * * *\" incremental, monthly-full \"0 2 1 * *\" full UTC; keep min 30d, daily 30;") ||
 		strings.Count(out, "warning: ") != 1 || !strings.Contains(out, "override_rpo: seed 002") {
 		t.Fatalf("output:\n%s", out)
+	}
+}
+
+// A command runs under the policy the configuration names; --policy may only name that same
+// file, or stand alone when the configuration names none.
+func TestPolicyForOneTruth(t *testing.T) {
+	dir := t.TempDir()
+	pol := "version: 1\ntenant: t1\ntargets:\n  - {name: a, kind: fs}\n  - {name: b, kind: fs, offsite: true}\nclasses:\n" +
+		"  critical:\n    schedules: [{name: d, cron: \"0 2 * * *\"}]\n    retention: {min: 30d, daily: 30}\n" +
+		"    targets: [a, b]\n    rpo: 48h\n    rto: 48h\n    override_321: \"test\"\n"
+	base := "nats: {url: \"nats://127.0.0.1:1\"}\nkeys: {file: k}\ntargets:\n  - {name: a, kind: fs, path: a}\n  - {name: b, kind: fs, path: b}\n"
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	polPath, other := write("policy.yaml", pol), write("other.yaml", pol)
+	named, err := config.Load(write("named.yaml", base+"policy: policy.yaml\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := config.Load(write("plain.yaml", base+"classes:\n  critical: {targets: [a, b]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := named.PolicyOr(""); err != nil || p != named.Policy() {
+		t.Errorf("no flag: %v, %v; want the configured policy", p, err)
+	}
+	if p, err := named.PolicyOr(polPath); err != nil || p != named.Policy() {
+		t.Errorf("the same file: %v, %v; want the configured policy", p, err)
+	}
+	if _, err := named.PolicyOr(other); err == nil || !strings.Contains(err.Error(), "is not the policy the configuration names") {
+		t.Errorf("another file: %v; want a refusal", err)
+	}
+	if p, err := plain.PolicyOr(""); err != nil || p != nil {
+		t.Errorf("no policy anywhere: %v, %v; want none", p, err)
+	}
+	if p, err := plain.PolicyOr(other); err != nil || p == nil || p.Class("critical") == nil {
+		t.Errorf("--policy alone: %v, %v; want that file", p, err)
 	}
 }

@@ -44,7 +44,7 @@ nothing. It exits 2 when a pack could not be deleted for another reason.`,
 			if err != nil {
 				return err
 			}
-			p, err := policyFor(cfg, policyPath)
+			p, err := cfg.PolicyOr(policyPath)
 			if err != nil {
 				return err
 			}

@@ -37,7 +37,7 @@ It exits 3 when any line is in breach.`,
 			if err != nil {
 				return err
 			}
-			p, err := policyFor(cfg, policyPath)
+			p, err := cfg.PolicyOr(policyPath)
 			if err != nil {
 				return err
 			}

@@ -106,28 +106,15 @@ func run() error {
 // (so the scheduler and the workers share one truth), or the built-in default when it names
 // none. The older --policy flag is accepted only alone, or naming the same file.
 func schedulerPolicy(cfg *config.Config, flagPath string, log *slog.Logger) (*policy.Policy, error) {
-	var p *policy.Policy
+	p, err := cfg.PolicyOr(flagPath)
 	switch {
-	case cfg.PolicyFromFile() && flagPath != "":
-		same, err := sameFile(cfg.Path(cfg.PolicyFile), flagPath)
-		if err != nil {
-			return nil, err
-		}
-		if !same {
-			return nil, fmt.Errorf("--policy %s is not the policy the configuration names (%s): workers would run another policy; drop --policy", flagPath, cfg.PolicyFile)
-		}
-		p = cfg.Policy()
-	case cfg.PolicyFromFile():
-		p = cfg.Policy()
-	case flagPath != "":
-		var err error
-		if p, err = policy.Load(flagPath); err != nil {
-			return nil, err
-		}
-		log.Warn("--policy is deprecated: name the policy in the configuration (policy: FILE) so that workers check their classes against it")
-	default:
+	case err != nil:
+		return nil, err
+	case p == nil:
 		p = cfg.Policy()
 		log.Info("the configuration names no policy file: using the built-in default policy (seed 002)")
+	case !cfg.PolicyFromFile():
+		log.Warn("--policy is deprecated: name the policy in the configuration (policy: FILE) so that workers check their classes against it")
 	}
 	for _, w := range p.Warnings {
 		log.Warn("policy: " + w.Error())
@@ -138,16 +125,4 @@ func schedulerPolicy(cfg *config.Config, flagPath string, log *slog.Logger) (*po
 		}
 	}
 	return p, nil
-}
-
-func sameFile(a, b string) (bool, error) {
-	ia, err := os.Stat(a)
-	if err != nil {
-		return false, err
-	}
-	ib, err := os.Stat(b)
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(ia, ib), nil
 }
