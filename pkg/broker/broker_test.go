@@ -301,3 +301,38 @@ func TestDeniedInbox(t *testing.T) {
 		t.Fatalf("second call: %v", err)
 	}
 }
+
+// SetReplicas touches only Custos streams; on a single server it leaves R1 as it is and refuses
+// more copies than there are servers, naming the stream; 0 replicas is refused outright. (The
+// three-node case runs in tests/cluster.)
+func TestSetReplicas(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, name := range []string{"CUSTOS_X", "OTHER"} {
+		if _, err := broker.Ensure(ctx(t), b.admin, jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := broker.EnsureKV(ctx(t), b.admin, jetstream.KeyValueConfig{Bucket: "CUSTOS_KV"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"CUSTOS_X": true, "KV_CUSTOS_KV": true, "OBJ_CUSTOS_U": true, "OTHER": false, "KV_OTHER": false} {
+		if broker.Owned(name) != want {
+			t.Errorf("Owned(%s) = %v", name, !want)
+		}
+	}
+	if changed, err := broker.SetReplicas(ctx(t), b.admin, 1); err != nil || len(changed) != 0 {
+		t.Errorf("SetReplicas(1) on R1 streams = %v, %v; want nothing changed", changed, err)
+	}
+	changed, err := broker.SetReplicas(ctx(t), b.admin, 3)
+	if err == nil || len(changed) != 0 || !strings.Contains(err.Error(), "CUSTOS_") {
+		t.Errorf("SetReplicas(3) on one server = %v, %v; want an error naming a Custos stream", changed, err)
+	}
+	if _, err := broker.SetReplicas(ctx(t), b.admin, 0); err == nil {
+		t.Error("SetReplicas(0) accepted")
+	}
+	s, err := b.admin.Stream(ctx(t), "OTHER")
+	if err != nil || s.CachedInfo().Config.Replicas > 1 {
+		t.Errorf("a stream that is not Custos's was changed: %v", err)
+	}
+}
