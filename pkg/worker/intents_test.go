@@ -2,7 +2,7 @@ package worker
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,22 +20,28 @@ func (b *bundle) removeEvent(seq uint64) error {
 	return s.DeleteMsg(context.Background(), seq)
 }
 
+// crashOnce returns a hook that, the first time it runs, removes event 1 from the stream and
+// fails with what: a worker interrupted at that point, after that event left the stream.
+func (b *bundle) crashOnce(what string) func(string) error {
+	var fail atomic.Bool
+	fail.Store(true)
+	return func(string) error {
+		if !fail.CompareAndSwap(true, false) {
+			return nil
+		}
+		if err := b.removeEvent(1); err != nil {
+			return err
+		}
+		return errors.New(what)
+	}
+}
+
 // A worker killed after its pack was committed but between two acknowledgements leaves an intent
 // whose pack is durable while some of its events are already gone from the stream. The
 // redelivered rest is acknowledged against the committed pack: no dead letter, one pack.
 func TestResumedIntentOfCommittedPackAcknowledges(t *testing.T) {
 	b := setup(t, func(c *Config) { c.PackMaxDelay = 200 * time.Millisecond; c.AckWait = time.Second })
-	var fail atomic.Bool
-	fail.Store(true)
-	b.cfg.testAfterIndex = func(string) error {
-		if fail.CompareAndSwap(true, false) {
-			if err := b.removeEvent(1); err != nil {
-				return err
-			}
-			return fmt.Errorf("simulated crash after the index, one event acknowledged")
-		}
-		return nil
-	}
+	b.cfg.testAfterIndex = b.crashOnce("simulated crash after the index, one event acknowledged")
 	w := b.startWorker()
 	want := b.publish(20, 4)
 	b.waitSettled()
@@ -57,17 +63,7 @@ func TestResumedIntentOfCommittedPackAcknowledges(t *testing.T) {
 // instead of being dead-lettered.
 func TestIntentWithAMissingEventIsAbandoned(t *testing.T) {
 	b := setup(t, func(c *Config) { c.PackMaxDelay = 200 * time.Millisecond; c.AckWait = time.Second })
-	var fail atomic.Bool
-	fail.Store(true)
-	b.cfg.testAfterIntent = func(string) error {
-		if fail.CompareAndSwap(true, false) {
-			if err := b.removeEvent(1); err != nil {
-				return err
-			}
-			return fmt.Errorf("simulated crash after the intent, before any write")
-		}
-		return nil
-	}
+	b.cfg.testAfterIntent = b.crashOnce("simulated crash after the intent, before any write")
 	w := b.startWorker()
 	want := b.publish(20, 4)
 	b.waitSettled()

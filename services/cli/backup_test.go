@@ -86,10 +86,10 @@ worker:
 	return path
 }
 
-// The command publishes a ManualRequest the worker accepts: the worker backs its files up (a
-// small one inline, a large one through the object store) and writes one audit entry per
-// request, naming the customer by pseudonym only; "custos audit" lists them.
-func TestBackupNowBackedUpAndAudited(t *testing.T) {
+// workerStack runs a broker and a worker of class critical on two fs targets, and returns the
+// config path, the parts the test reads through and the worker.
+func workerStack(t *testing.T, ackWait time.Duration) (string, *config.Parts, *worker.Worker) {
+	t.Helper()
 	url := startNATS(t)
 	cfgPath := writeConfig(t, url)
 	ctx := context.Background()
@@ -104,7 +104,7 @@ func TestBackupNowBackedUpAndAudited(t *testing.T) {
 	t.Cleanup(func() { parts.Close() })
 	w, err := worker.New(worker.Deps{JS: parts.JS, Keys: parts.Keys, Pseudonyms: parts.KMS, Index: parts.Index, Repairs: parts.Repairs},
 		worker.Config{Classes: map[string]worker.Class{"critical": {Targets: cfg.TargetNames([]string{"a", "b"})}}, Targets: parts.Targets,
-			PackMaxDelay: 20 * time.Millisecond, SpoolDir: t.TempDir(), AckWait: 2 * time.Second,
+			PackMaxDelay: 20 * time.Millisecond, SpoolDir: t.TempDir(), AckWait: ackWait,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +113,15 @@ func TestBackupNowBackedUpAndAudited(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Stop(context.Background()) })
+	return cfgPath, parts, w
+}
+
+// The command publishes a ManualRequest the worker accepts: the worker backs its files up (a
+// small one inline, a large one through the object store) and writes one audit entry per
+// request, naming the customer by pseudonym only; "custos audit" lists them.
+func TestBackupNowBackedUpAndAudited(t *testing.T) {
+	cfgPath, parts, w := workerStack(t, 2*time.Second)
+	ctx := context.Background()
 
 	files := t.TempDir()
 	small := []byte(`{"plan":"gold"}`)

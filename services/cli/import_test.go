@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,35 +14,12 @@ import (
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/restore"
 	"github.com/custos-dev/custos/pkg/target"
-	"github.com/custos-dev/custos/pkg/worker"
 )
 
 // importStack runs a broker and a worker on two fs targets and returns the config path and parts.
 func importStack(t *testing.T) (string, *config.Parts) {
 	t.Helper()
-	url := startNATS(t)
-	cfgPath := writeConfig(t, url)
-	ctx := context.Background()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts, err := cfg.Open(ctx, "test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { parts.Close() })
-	w, err := worker.New(worker.Deps{JS: parts.JS, Keys: parts.Keys, Pseudonyms: parts.KMS, Index: parts.Index, Repairs: parts.Repairs},
-		worker.Config{Classes: map[string]worker.Class{"critical": {Targets: cfg.TargetNames([]string{"a", "b"})}}, Targets: parts.Targets,
-			PackMaxDelay: 20 * time.Millisecond, SpoolDir: t.TempDir(), AckWait: 5 * time.Second,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Stop(context.Background()) })
+	cfgPath, parts, _ := workerStack(t, 5*time.Second)
 	return cfgPath, parts
 }
 
