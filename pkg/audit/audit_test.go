@@ -343,3 +343,39 @@ func publish(t *testing.T, js jetstream.JetStream, entries [][]byte) {
 		}
 	}
 }
+
+// ListKind reads the entries of one kind only, in log order, and nothing (at once) for a kind
+// the log does not hold.
+func TestListKind(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx := context.Background()
+	log, err := audit.Open(ctx, ns.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var drills int
+	for i := range 700 { // more than one read batch of drills
+		e := audit.Entry{Time: now, Kind: audit.KindRestore, Outcome: "passed"}
+		if i%3 != 0 {
+			drills++
+			e = audit.Entry{Time: now, Kind: audit.KindDrill, Class: fmt.Sprint("c", i), Targets: []string{"fs:a"}, Outcome: "passed",
+				Figures: &audit.Figures{Items: 1}}
+		}
+		if err := log.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := audit.ListKind(ctx, ns.JS, audit.KindDrill)
+	if err != nil || len(got) != drills {
+		t.Fatalf("ListKind(drill) = %d entries, %v; want %d", len(got), err, drills)
+	}
+	for i, e := range got {
+		if e.Kind != audit.KindDrill || (i > 0 && e.Index <= got[i-1].Index) {
+			t.Fatalf("entry %d: %+v, want drills in log order", i, e)
+		}
+	}
+	if got, err := audit.ListKind(ctx, ns.JS, audit.KindErasure); err != nil || len(got) != 0 {
+		t.Fatalf("ListKind(erasure) = %v, %v; want none", got, err)
+	}
+}

@@ -87,9 +87,6 @@ type Sources struct {
 	Targets      []string
 }
 
-// drillLimit bounds how many of the newest audit entries Collect looks through for drills.
-const drillLimit = 5000
-
 // Collect gathers the page. A part that cannot be read is named in Problems; Collect fails only
 // when the context ends.
 func Collect(ctx context.Context, s Sources) (Page, error) {
@@ -173,7 +170,7 @@ func Collect(ctx context.Context, s Sources) (Page, error) {
 		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			problem("dead letters", err)
 		}
-		entries, err := audit.List(ctx, s.JS, drillLimit)
+		entries, err := audit.ListKind(ctx, s.JS, audit.KindDrill)
 		if err != nil {
 			problem("audit log", err)
 		}

@@ -157,7 +157,7 @@ func drillListCmd() *cobra.Command {
 				return err
 			}
 			defer nc.Drain()
-			entries, err := audit.List(cmd.Context(), js, 0)
+			entries, err := audit.ListKind(cmd.Context(), js, audit.KindDrill)
 			if err != nil {
 				return err
 			}
