@@ -102,12 +102,10 @@ func Collect(ctx context.Context, s Sources) (Page, error) {
 	}
 	all := packs
 	if s.Snapshots != nil {
-		for _, c := range s.Policy.Classes {
-			snaps, err := s.Snapshots.List(ctx, c.Name)
-			if err != nil {
-				problem("snapshots", err)
-				break
-			}
+		// Every class's snapshots in one read; rpo.Compute sorts them out by class.
+		if snaps, err := s.Snapshots.List(ctx, ""); err != nil {
+			problem("snapshots", err)
+		} else {
 			all = rpo.WithSnapshots(all, snaps)
 		}
 	}
