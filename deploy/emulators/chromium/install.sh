@@ -22,24 +22,11 @@ if bin="$(found)"; then
 	exit 0
 fi
 
-sudo=""
-if [[ "$(id -u)" != 0 ]]; then
-	if command -v sudo >/dev/null; then sudo="sudo"; else
-		echo "deploy/emulators/chromium/install.sh: chromium is missing and installing it needs root" >&2
-		exit 1
-	fi
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-apt=($sudo apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends)
-
+source "$(dirname "${BASH_SOURCE[0]}")/../apt.sh"
+apt_root deploy/emulators/chromium/install.sh chromium
 echo "installing chromium $VERSION (Debian package)"
 # chromium-common comes from the same source package and must be the same version.
-pkgs=("chromium=$VERSION" "chromium-common=$VERSION")
-if ! "${apt[@]}" install "${pkgs[@]}" >/dev/null; then
-	"${apt[@]}" update
-	"${apt[@]}" install "${pkgs[@]}" >/dev/null
-fi
+apt_install "chromium=$VERSION" "chromium-common=$VERSION"
 
 if ! bin="$(found)"; then
 	echo "deploy/emulators/chromium/install.sh: chromium installed but no chromium binary is on PATH or at /usr/bin/chromium" >&2

@@ -38,13 +38,8 @@ if installed; then
 	exit 0
 fi
 
-sudo=""
-if [[ "$(id -u)" != 0 ]]; then
-	if command -v sudo >/dev/null; then sudo="sudo"; else
-		echo "deploy/emulators/sftp/install.sh: openssh-server is missing and installing it needs root" >&2
-		exit 1
-	fi
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../apt.sh"
+apt_root deploy/emulators/sftp/install.sh openssh-server
 
 # Keep the package's maintainer scripts from starting the system sshd.
 policy=/usr/sbin/policy-rc.d
@@ -57,15 +52,8 @@ fi
 cleanup() { if [[ -n "$made_policy" ]]; then $sudo rm -f "$policy"; fi; }
 trap cleanup EXIT
 
-export DEBIAN_FRONTEND=noninteractive
-apt=($sudo apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends)
-
 echo "installing openssh-server $VERSION (Debian package)"
-# Known to the lists already on most machines; otherwise refresh them once and try again.
-if ! "${apt[@]}" install "openssh-server=$VERSION" >/dev/null; then
-	"${apt[@]}" update
-	"${apt[@]}" install "openssh-server=$VERSION" >/dev/null
-fi
+apt_install "openssh-server=$VERSION"
 
 if ! installed; then
 	echo "deploy/emulators/sftp/install.sh: openssh-server installed but $sshd is missing" >&2

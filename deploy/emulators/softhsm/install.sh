@@ -25,23 +25,10 @@ if installed; then
 	exit 0
 fi
 
-sudo=""
-if [[ "$(id -u)" != 0 ]]; then
-	if command -v sudo >/dev/null; then sudo="sudo"; else
-		echo "deploy/emulators/softhsm/install.sh: softhsm2 is missing and installing it needs root" >&2
-		exit 1
-	fi
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-apt=($sudo apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends)
-
+source "$(dirname "${BASH_SOURCE[0]}")/../apt.sh"
+apt_root deploy/emulators/softhsm/install.sh softhsm2
 echo "installing softhsm2 $VERSION (Debian package)"
-# Known to the lists already on most machines; otherwise refresh them once and try again.
-if ! "${apt[@]}" install "softhsm2=$VERSION" >/dev/null; then
-	"${apt[@]}" update
-	"${apt[@]}" install "softhsm2=$VERSION" >/dev/null
-fi
+apt_install "softhsm2=$VERSION"
 
 if ! installed; then
 	echo "deploy/emulators/softhsm/install.sh: softhsm2 installed but $module or softhsm2-util is missing" >&2
