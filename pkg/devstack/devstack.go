@@ -26,13 +26,17 @@ type NATS struct {
 // NATSOption configures StartNATS.
 type NATSOption func(*server.Options)
 
-// WithStoreKey encrypts the JetStream store at rest (ChaCha20-Poly1305) under key: every stream
-// and bucket file under dir is ciphertext, so a copy of the directory, or a grep of it, shows no
-// event body, key record or pseudonym. Keep the key apart from dir.
+// WithStoreKey encrypts the JetStream store at rest (AES-256-GCM) under key: every stream and
+// bucket file under dir is ciphertext, so a copy of the directory, or a grep of it, shows no
+// event body, key record or pseudonym. Keep the key apart from dir. AES rather than ChaCha20:
+// the server decrypts a whole message block each time it loads one to deliver, acknowledge or
+// remove an event, and on CPUs with AES instructions that costs a tenth of ChaCha20's time (it
+// was a third of the broker's CPU under a full backup). A store written under ChaCha20 is
+// converted by the server when it starts.
 func WithStoreKey(key string) NATSOption {
 	return func(o *server.Options) {
 		o.JetStreamKey = key
-		o.JetStreamCipher = server.ChaCha
+		o.JetStreamCipher = server.AES
 	}
 }
 

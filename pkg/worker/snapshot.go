@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"runtime"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -365,10 +367,8 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		if err := r.prefetchKeys(ctx, batch); err != nil {
 			return err
 		}
-		for _, rec := range batch {
-			if err := r.add(ctx, rec); err != nil {
-				return err
-			}
+		if err := r.addBatch(ctx, batch); err != nil {
+			return err
 		}
 	}
 	if err := r.flush(ctx); err != nil {
@@ -415,12 +415,75 @@ func (r *taskRun) prefetchKeys(ctx context.Context, batch []source.Record) error
 	return nil
 }
 
-// add stores one record: a tombstone is listed, an unchanged record points at its earlier item,
-// anything else is sealed into the task's current pack.
-func (r *taskRun) add(ctx context.Context, rec source.Record) error {
+// toSeal is a record of a batch that must be sealed into the task's pack.
+type toSeal struct {
+	dek    []byte
+	pseudo string
+	id     string
+	meta   pack.ItemMeta
+	data   []byte
+	entry  snapshot.Entry
+	sealed []byte
+	err    error
+}
+
+// addBatch stores a batch of records in source order. Deciding what each record needs (a
+// tombstone, a reference to an unchanged earlier item, or a new item) is cheap and done in
+// order; sealing the new items, the costly part (zstd and AES-GCM), runs on every core; the
+// sealed items then join the pack in source order, so the packs are the same as if they had
+// been sealed one after another.
+func (r *taskRun) addBatch(ctx context.Context, batch []source.Record) error {
+	var seal []*toSeal
+	for _, rec := range batch {
+		ts, err := r.prepare(ctx, rec)
+		if err != nil {
+			return err
+		}
+		if ts != nil {
+			seal = append(seal, ts)
+		}
+	}
+	sealAll(r.w, r.job.Class, seal)
+	for _, ts := range seal {
+		if ts.err != nil {
+			return ts.err
+		}
+		r.items = append(r.items, pack.Item{ID: ts.id, Customer: ts.pseudo, EventTime: ts.meta.EventTime, Sealed: ts.sealed})
+		r.refs = append(r.refs, ts.entry)
+		r.bytes += len(ts.sealed)
+		if r.bytes >= r.w.cfg.PackMaxBytes || len(r.items) >= r.w.cfg.PackMaxItems {
+			if err := r.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// sealAll seals every item of seal, on as many goroutines as there are cores.
+func sealAll(w *Worker, class string, seal []*toSeal) {
+	next := make(chan *toSeal)
+	var wg sync.WaitGroup
+	for range min(len(seal), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for ts := range next {
+				ts.sealed, ts.err = w.codec.SealItem(ts.dek, ts.pseudo, class, ts.id, ts.meta, ts.data)
+			}
+		})
+	}
+	for _, ts := range seal {
+		next <- ts
+	}
+	close(next)
+	wg.Wait()
+}
+
+// prepare decides what one record needs: a tombstone or an unchanged record is listed in the
+// manifest at once (nil is returned), anything else is returned to be sealed into the pack.
+func (r *taskRun) prepare(ctx context.Context, rec source.Record) (*toSeal, error) {
 	w, j := r.w, r.job
 	if rec.CustomerID == "" || rec.Key == "" {
-		return fmt.Errorf("%w: a record without customer or key", source.ErrMalformed)
+		return nil, fmt.Errorf("%w: a record without customer or key", source.ErrMalformed)
 	}
 	pseudo := w.deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
 	ref := w.deps.Pseudonyms.Pseudonym("record:"+pseudo, rec.Key)
@@ -431,23 +494,23 @@ func (r *taskRun) add(ctx context.Context, rec source.Record) error {
 		if errors.Is(err, keys.ErrDestroyed) {
 			dek = nil // erased: its records are never stored again
 		} else if err != nil {
-			return fmt.Errorf("data key: %w", err)
+			return nil, fmt.Errorf("data key: %w", err)
 		}
 		r.deks[pseudo] = dek
 	}
 	if dek == nil {
 		r.res.Skipped++
-		return nil
+		return nil, nil
 	}
 	r.res.Records++
 	if rec.Deleted {
 		r.res.Tombstones++
 		r.man.Entries = append(r.man.Entries, snapshot.Entry{Customer: pseudo, Ref: ref, Deleted: true})
-		return nil
+		return nil, nil
 	}
 	data, err := readRecord(ctx, rec, w.cfg.MaxRecordBytes)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.res.Bytes += int64(len(data))
 	sum := sha(data)
@@ -455,30 +518,21 @@ func (r *taskRun) add(ctx context.Context, rec source.Record) error {
 	shard := snapshot.Shard(j.Class, pseudo, ref)
 	known, err := r.shard(ctx, shard)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if k, ok := known[ref]; ok && k.Digest == digest && k.Job != j.ID && !j.Hold && r.packExists(ctx, k.Pack) {
 		r.res.Reused++
 		r.packs[k.Pack] = true
 		r.man.Entries = append(r.man.Entries, snapshot.Entry{Customer: pseudo, Ref: ref, Digest: digest, Pack: k.Pack, Item: k.Item})
-		return nil
+		return nil, nil
 	}
 	// The id is derived from the job and the content: a re-run of the task seals the same item
 	// with the same derived nonce, so it rebuilds the same pack and its writes are idempotent.
 	id := w.deps.Pseudonyms.Pseudonym("snapshot-item:"+pseudo, j.ID+"/"+ref+"/"+digest)
 	im := pack.ItemMeta{Tenant: rec.Tenant, CustomerID: rec.CustomerID, RecordKey: rec.Key,
 		EventID: "snapshot:" + j.ID, EventTime: j.Time, ContentType: rec.ContentType}
-	sealed, err := w.codec.SealItem(dek, pseudo, j.Class, id, im, data)
-	if err != nil {
-		return err
-	}
-	r.items = append(r.items, pack.Item{ID: id, Customer: pseudo, EventTime: j.Time, Sealed: sealed})
-	r.refs = append(r.refs, snapshot.Entry{Customer: pseudo, Ref: ref, Digest: digest, Item: pack.Entry{ID: id}})
-	r.bytes += len(sealed)
-	if r.bytes >= w.cfg.PackMaxBytes || len(r.items) >= w.cfg.PackMaxItems {
-		return r.flush(ctx)
-	}
-	return nil
+	return &toSeal{dek: dek, pseudo: pseudo, id: id, meta: im, data: data,
+		entry: snapshot.Entry{Customer: pseudo, Ref: ref, Digest: digest, Item: pack.Entry{ID: id}}}, nil
 }
 
 func readRecord(ctx context.Context, rec source.Record, limit int64) ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -36,6 +37,14 @@ func main() {
 	root.AddCommand(authCmd(), eraseCmd(), setupCmd(), serverCmd())
 	root.AddCommand(reportCmd())
 	root.AddCommand(drillCmd())
+	// CUSTOS_CPUPROFILE names a file for a CPU profile of this command (make bench sets it
+	// when CUSTOS_BENCH_PROFILE_DIR is given); the profile holds no data, only function names.
+	if f := os.Getenv("CUSTOS_CPUPROFILE"); f != "" {
+		if pf, err := os.Create(f); err == nil && pprof.StartCPUProfile(pf) == nil {
+			defer pf.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
 	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {

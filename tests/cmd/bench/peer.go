@@ -358,6 +358,10 @@ func runCLI(bin string, s *harness.Stack, env []string, args ...string) (cost, e
 	cmd := exec.Command(bin, append([]string{"--config", s.Config}, args...)...)
 	cmd.Dir = s.Dir
 	cmd.Env = append(os.Environ(), env...)
+	if d := os.Getenv("CUSTOS_BENCH_PROFILE_DIR"); d != "" { // a CPU profile of each CLI step
+		name := strings.Join(args[:min(2, len(args))], "-")
+		cmd.Env = append(cmd.Env, "CUSTOS_CPUPROFILE="+filepath.Join(d, fmt.Sprintf("cli-%s-%d.prof", strings.ReplaceAll(name, "/", "_"), time.Now().UnixNano())))
+	}
 	c, err := measure(cmd)
 	if err != nil {
 		return c, fmt.Errorf("custos %s: %w", strings.Join(args, " "), err)
