@@ -265,6 +265,14 @@ func (l Limits) validateRecord(field string, r *custosv1.Record) error {
 		if n, limit := len(src.Inline), l.maxInline(); n > limit {
 			return fmt.Errorf("%w: %s.inline is %d bytes, limit %d (send larger records by ref)", ErrOversized, field, n, limit)
 		}
+	case *custosv1.Record_InlineZstd:
+		// The decompressed size is checked by the worker, which decompresses it once anyway.
+		if n, limit := len(src.InlineZstd), l.maxInline(); n > limit {
+			return fmt.Errorf("%w: %s.inline_zstd is %d bytes, limit %d (send larger records by ref)", ErrOversized, field, n, limit)
+		}
+		if len(src.InlineZstd) < 4 || string(src.InlineZstd[:4]) != "\x28\xb5\x2f\xfd" {
+			return invalid(field+".inline_zstd", "must be zstd compressed data (RFC 8878), starting with a frame")
+		}
 	case *custosv1.Record_Ref:
 		return l.validateRef(field+".ref", src.Ref)
 	}

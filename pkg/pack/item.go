@@ -52,7 +52,14 @@ func ItemAAD(pseudonym, class, itemID string) []byte {
 type Codec struct {
 	enc *zstd.Encoder
 	dec *zstd.Decoder
+	// small checks records a producer compressed; its memory limit bounds what a hostile frame
+	// can make it allocate (MaxCompressedRecord).
+	small *zstd.Decoder
 }
+
+// MaxCompressedRecord bounds the decompressed size of a record that arrives compressed (an
+// event's inline_zstd); SealCompressed refuses a larger one whatever its caller's limit.
+const MaxCompressedRecord = 16 << 20
 
 // NewCodec returns a codec. The encoder settings are part of what makes re-encryption of the
 // same item byte-identical, so they are fixed here rather than configurable.
@@ -70,13 +77,20 @@ func NewCodec() (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pack: zstd decoder: %w", err)
 	}
-	return &Codec{enc: enc, dec: dec}, nil
+	small, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithDecoderMaxMemory(MaxCompressedRecord))
+	if err != nil {
+		return nil, fmt.Errorf("pack: zstd decoder: %w", err)
+	}
+	return &Codec{enc: enc, dec: dec, small: small}, nil
 }
 
 // Close releases the codec's goroutines.
 func (c *Codec) Close() {
 	c.enc.Close()
 	c.dec.Close()
+	c.small.Close()
 }
 
 func plaintextHeader(meta ItemMeta) ([]byte, error) {
@@ -88,6 +102,50 @@ func plaintextHeader(meta ItemMeta) ([]byte, error) {
 	out := make([]byte, 4, 4+len(mb))
 	binary.BigEndian.PutUint32(out, uint32(len(mb)))
 	return append(out, mb...), nil
+}
+
+// ErrBadCompressed means a record that arrived compressed (an event's inline_zstd) is not zstd
+// compressed data this package stores: it does not decompress, uses a dictionary, or is larger
+// than the limit once decompressed.
+var ErrBadCompressed = errors.New("pack: compressed record is not valid zstd data within the limit")
+
+// zstdMagic starts every zstd frame that is not a skippable frame (RFC 8878 section 3.1.1).
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// SealCompressed is SealItem for a record its producer already compressed: data is zstd
+// compressed data (RFC 8878, no dictionary) whose content is the record, at most max bytes
+// (and at most MaxCompressedRecord). The item's compressed bytes are a zstd frame of the
+// plaintext header (u32 length and meta) followed by data unchanged, so the record is not
+// compressed a second time (design.md section 4, step 2). data is decompressed once here, to
+// check it and to learn the size the meta records. Like SealItem it is deterministic.
+func (c *Codec) SealCompressed(dek []byte, pseudonym, class, itemID string, meta ItemMeta, data []byte, max int64) ([]byte, error) {
+	if !bytes.HasPrefix(data, zstdMagic) {
+		return nil, fmt.Errorf("%w: it does not start with a zstd frame", ErrBadCompressed)
+	}
+	if h := (zstd.Header{}); h.Decode(data) != nil || h.DictionaryID != 0 {
+		return nil, fmt.Errorf("%w: bad frame header or a dictionary", ErrBadCompressed)
+	}
+	db := getBuf(min(int(max), MaxCompressedRecord))
+	defer putBuf(db)
+	plain, err := c.small.DecodeAll(data, (*db)[:0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCompressed, err)
+	}
+	*db = plain
+	if n := int64(len(plain)); n > max {
+		return nil, fmt.Errorf("%w: %d bytes decompressed, limit %d", ErrBadCompressed, n, max)
+	}
+	meta.Size = int64(len(plain))
+	hdr, err := plaintextHeader(meta)
+	if err != nil {
+		return nil, err
+	}
+	cb := getBuf(len(hdr) + 32 + len(data))
+	defer putBuf(cb)
+	compressed := append(c.enc.EncodeAll(hdr, (*cb)[:0]), data...)
+	*cb = compressed
+	nonce := crypto.DeriveNonce(dek, itemID, sha256.Sum256(compressed))
+	return crypto.Seal(dek, ItemAAD(pseudonym, class, itemID), nonce, compressed)
 }
 
 // SealItem compresses and encrypts one record held in memory. The nonce is derived from the

@@ -75,6 +75,7 @@ func New(js jetstream.JetStream, source string, opts ...Option) (*Producer, erro
 		backoffMax:     DefaultBackoffMax,
 		attemptTimeout: DefaultAttemptTimeout,
 		maxPending:     DefaultMaxPending,
+		compressFrom:   DefaultCompressFrom,
 	}
 	for _, opt := range opts {
 		opt.applyOption(&o)
@@ -171,6 +172,11 @@ func (p *Producer) prepare(msg proto.Message, opts []PublishOption) (*event.Even
 		}
 		if meta.Time == nil {
 			meta.Time = timestamppb.New(p.o.now())
+		}
+	}
+	if c := p.compressed(msg); c != nil { // after the ids are filled in msg: a retry reuses them
+		if ev, err = event.New(c, p.source); err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 		}
 	}
 	ev.ContentType = po.contentType

@@ -156,6 +156,11 @@ func (w *Worker) backup(h *heldMsg, meta *custosv1.Meta, records []*custosv1.Rec
 			w.deadLetter(h, "customer was erased; refusing to back up new data for it")
 			return
 		}
+		if errors.Is(err, pack.ErrBadCompressed) {
+			// The same bytes fail the same way on every delivery: no retry.
+			w.deadLetter(h, "record.inline_zstd: "+err.Error())
+			return
+		}
 		h.retryLater(err)
 		return
 	}
@@ -182,7 +187,13 @@ func (w *Worker) sealInline(ctx context.Context, seq uint64, meta *custosv1.Meta
 		id := w.itemID(meta, i)
 		im := pack.ItemMeta{Tenant: meta.GetTenant(), CustomerID: meta.GetCustomerId(), RecordKey: r.GetKey(),
 			EventID: meta.GetEventId(), EventTime: meta.GetTime().AsTime().UTC(), ContentType: r.GetContentType()}
-		sealed, err := w.codec.SealItem(dek, pseudo, meta.GetDataClass(), id, im, r.GetInline())
+		var sealed []byte
+		if z := r.GetInlineZstd(); z != nil {
+			// Compressed by the producer: stored as it came, once checked (pack.SealCompressed).
+			sealed, err = w.codec.SealCompressed(dek, pseudo, meta.GetDataClass(), id, im, z, int64(w.cfg.MaxInlineBytes))
+		} else {
+			sealed, err = w.codec.SealItem(dek, pseudo, meta.GetDataClass(), id, im, r.GetInline())
+		}
 		if err != nil {
 			span.RecordError(err)
 			return nil, fmt.Errorf("seal item: %w", err)

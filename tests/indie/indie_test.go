@@ -212,6 +212,9 @@ func TestIndependentRestore(t *testing.T) {
 	// bob: a record larger than one 64 KiB segment even after compression (incompressible), and
 	// a record whose newer version (by event time, with a fraction) was published first.
 	post("shop", "bob", "photo", base.Add(4*time.Second), random(200<<10), true)
+	// A compressible record over 1 KiB: the producer sends it compressed (inline_zstd), so its
+	// item's zstd data is two frames (design.md section 4, step 2).
+	post("shop", "bob", "history", base.Add(4*time.Second), []byte(strings.Repeat(`{"order":1,"total":"9.99"},`, 400)), true)
 	newer := []byte("newer, published first")
 	post("shop", "bob", "late", base.Add(5*time.Second+500*time.Millisecond), newer, true)
 	post("shop", "bob", "late", base.Add(5*time.Second), []byte("older, published second"), false)

@@ -139,6 +139,7 @@ type Record struct {
 	//
 	//	*Record_Inline
 	//	*Record_Ref
+	//	*Record_InlineZstd
 	Source        isRecord_Source `protobuf_oneof:"source"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -213,6 +214,15 @@ func (x *Record) GetRef() *RecordRef {
 	return nil
 }
 
+func (x *Record) GetInlineZstd() []byte {
+	if x != nil {
+		if x, ok := x.Source.(*Record_InlineZstd); ok {
+			return x.InlineZstd
+		}
+	}
+	return nil
+}
+
 type isRecord_Source interface {
 	isRecord_Source()
 }
@@ -228,9 +238,20 @@ type Record_Ref struct {
 	Ref *RecordRef `protobuf:"bytes,4,opt,name=ref,proto3,oneof"`
 }
 
+type Record_InlineZstd struct {
+	// The record's bytes as zstd compressed data (RFC 8878, no dictionary), for small records
+	// the producer compressed before publishing (pkg/producer does so from 1 KiB): the broker
+	// then stores and moves a third of the bytes, and the worker stores the frame as it came
+	// instead of compressing the record again. Both the compressed and the decompressed size
+	// count against the inline limit; data that does not decompress is dead-lettered.
+	InlineZstd []byte `protobuf:"bytes,5,opt,name=inline_zstd,json=inlineZstd,proto3,oneof"`
+}
+
 func (*Record_Inline) isRecord_Source() {}
 
 func (*Record_Ref) isRecord_Source() {}
+
+func (*Record_InlineZstd) isRecord_Source() {}
 
 // RecordRef points to a record's bytes stored outside the event.
 type RecordRef struct {
@@ -746,12 +767,14 @@ const file_custos_v1_events_proto_rawDesc = "" +
 	"\vcustomer_id\x18\x04 \x01(\tR\n" +
 	"customerId\x12\x1d\n" +
 	"\n" +
-	"data_class\x18\x05 \x01(\tR\tdataClass\"\x8b\x01\n" +
+	"data_class\x18\x05 \x01(\tR\tdataClass\"\xae\x01\n" +
 	"\x06Record\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12!\n" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x18\n" +
 	"\x06inline\x18\x03 \x01(\fH\x00R\x06inline\x12(\n" +
-	"\x03ref\x18\x04 \x01(\v2\x14.custos.v1.RecordRefH\x00R\x03refB\b\n" +
+	"\x03ref\x18\x04 \x01(\v2\x14.custos.v1.RecordRefH\x00R\x03ref\x12!\n" +
+	"\vinline_zstd\x18\x05 \x01(\fH\x00R\n" +
+	"inlineZstdB\b\n" +
 	"\x06source\"I\n" +
 	"\tRecordRef\x12\x10\n" +
 	"\x03uri\x18\x01 \x01(\tR\x03uri\x12\x12\n" +
@@ -842,6 +865,7 @@ func file_custos_v1_events_proto_init() {
 	file_custos_v1_events_proto_msgTypes[1].OneofWrappers = []any{
 		(*Record_Inline)(nil),
 		(*Record_Ref)(nil),
+		(*Record_InlineZstd)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
