@@ -9,8 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -60,6 +63,11 @@ type peerResults struct {
 
 	snapBackup, snapRestore cost
 	snapStored              int64
+
+	// fsCeiling is writing the data set's files with nothing else: the most any restore can do.
+	fsCeiling cost
+	// customerRestore is the wall time of each one-customer restore (a CLI run each).
+	customerRestore []float64
 }
 
 // peerBench runs the peer section. A missing restic or PostgreSQL is reported as a "# peer:"
@@ -125,9 +133,13 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 		return fmt.Errorf("event path incremental: %w", err)
 	}
 
-	// Full restores of the latest state, each checked against the tree.
+	// Full restores of the latest state, each checked against the tree. Outputs are removed
+	// only after both ran, and dirty pages are flushed before each: deleting 20,000 files, or
+	// writing them back, costs the file system time that must not fall on the next step.
 	if rs != nil {
 		out := filepath.Join(dir, "restore-restic")
+		defer os.RemoveAll(out)
+		syscall.Sync()
 		if res.resticRestore, err = rs.run("restore", "latest", "--target", out); err != nil {
 			return err
 		}
@@ -135,12 +147,13 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 		if err := sameRecords(data, func(i int) string { return filepath.Join(out, data.dir, customerOf(i), recordName(i)) }); err != nil {
 			return fmt.Errorf("restic restore: %w", err)
 		}
-		os.RemoveAll(out)
 		if res.resticStored, err = dirSize(rs.repo); err != nil {
 			return err
 		}
 	}
 	out := filepath.Join(dir, "restore-custos")
+	defer os.RemoveAll(out)
+	syscall.Sync()
 	if res.custosRestore, err = ev.cli(ev.env, "restore", "--all", "--out", out); err != nil {
 		return err
 	}
@@ -149,12 +162,98 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 	}); err != nil {
 		return fmt.Errorf("custos restore: %w", err)
 	}
-	os.RemoveAll(out)
+	syscall.Sync()
+	if res.fsCeiling, err = fsCeiling(data, filepath.Join(dir, "fs-ceiling")); err != nil {
+		return err
+	}
+	if res.customerRestore, err = customerRestores(ev, dir, data.n); err != nil {
+		return err
+	}
 	if res.custosStored, err = dirSize(ev.s.Targets[0]); err != nil {
 		return err
 	}
 	res.print(restic != "")
 	return nil
+}
+
+// fsCeiling writes every record of d as a new file under out (customer directories, create,
+// write, close; twice the CPUs at a time, as both restores do) from memory: the file system's
+// own ceiling for a restore of d on this disk, in the same run. It is not checked against
+// anything: it is the baseline the restores are read against.
+func fsCeiling(d *dataset, out string) (cost, error) {
+	recs := make([][]byte, d.n)
+	for i := range recs {
+		b, err := os.ReadFile(d.path(i))
+		if err != nil {
+			return cost{}, err
+		}
+		recs[i] = b
+	}
+	defer os.RemoveAll(out)
+	cpu0, t0 := selfCPU(), time.Now()
+	next := make(chan int)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 2 * runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				p := filepath.Join(out, customerOf(i), recordName(i))
+				err := os.MkdirAll(filepath.Dir(p), 0o700)
+				if err == nil {
+					err = os.WriteFile(p, recs[i], 0o600)
+				}
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for i := range recs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	c := cost{wall: time.Since(t0).Seconds(), cpu: selfCPU() - cpu0}
+	select {
+	case err := <-errs:
+		return c, err
+	default:
+	}
+	return c, nil
+}
+
+// customerSamples is how many one-customer restores the peer section times.
+const customerSamples = 21
+
+// customerRestores restores customerSamples customers spread over the data set, one `custos
+// restore --customer` run each (a new process: configuration, broker connection, catalog
+// lookup, key, reads and files, as an operator would see it), checks that each wrote the
+// customer's records, and returns each run's wall time in seconds.
+func customerRestores(ev *eventPath, dir string, n int) ([]float64, error) {
+	defer os.RemoveAll(filepath.Join(dir, "restore-one"))
+	syscall.Sync()
+	customers := n / recordsPer
+	var walls []float64
+	for k := range min(customerSamples, customers) {
+		c := customerOf(k * customers / min(customerSamples, customers) * recordsPer)
+		out := filepath.Join(dir, "restore-one", c)
+		got, err := ev.cli(ev.env, "restore", "--tenant", peerTenant, "--customer", c, "--out", out, "--progress", "none")
+		if err != nil {
+			return nil, err
+		}
+		files, err := countFiles(out)
+		if err != nil {
+			return nil, err
+		}
+		if files != recordsPer {
+			return nil, fmt.Errorf("restore of one customer wrote %d files, want %d", files, recordsPer)
+		}
+		walls = append(walls, got.wall)
+	}
+	return walls, nil
 }
 
 func allRecords(n int) []int {
@@ -453,6 +552,7 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 	}
 	out := filepath.Join(dir, "restore")
 	env := []string{harness.PostgresDSNEnv + "=" + dsn}
+	syscall.Sync()
 	if res.snapRestore, err = runCLI(cliBin, s, env, "restore", "--all", "--snapshot", "latest", "--class", peerClass, "--out", out); err != nil {
 		return err
 	}
@@ -576,6 +676,17 @@ func (r peerResults) print(haveRestic bool) {
 	fmt.Printf("# peer: Custos CPU is the worker's; the embedded broker and the producer (this process) used %.1f CPU s more during the full backup\n", r.custosBroker)
 	bench("peer_custos_incremental_s", r.custosIncr.wall, "s")
 	bench("peer_custos_incremental_cpu_s", r.custosIncr.cpu, "cpu-s")
+	if len(r.customerRestore) > 0 {
+		w := slices.Sorted(slices.Values(r.customerRestore))
+		fmt.Printf("# peer: one-customer restores: %d runs of `custos restore --customer` (a process each, %d records)\n", len(w), recordsPer)
+		bench("peer_custos_customer_restore_p50_ms", 1000*w[len(w)/2], "ms")
+		bench("peer_custos_customer_restore_max_ms", 1000*w[len(w)-1], "ms")
+	}
+	if r.fsCeiling.wall > 0 {
+		// Both restores write one file per record: this disk's file creation bounds them.
+		bench("peer_fs_write_files_mb_per_s", r.fsCeiling.mbPerS(r.data), "MB/s")
+		bench("peer_restore_vs_fs_ratio", r.custosRestore.mbPerS(r.data)/r.fsCeiling.mbPerS(r.data), "ratio")
+	}
 	bench("peer_custos_restore_mb_per_s", r.custosRestore.mbPerS(r.data), "MB/s")
 	bench("peer_custos_restore_mb_per_cpu_s", r.custosRestore.mbPerCPUS(r.data), "MB/cpu-s")
 	bench("peer_custos_stored_mb", mb(r.custosStored), "MB")
