@@ -113,7 +113,8 @@ type Record struct {
 	// Data holds the bytes. It is nil for tombstones and when Open is set.
 	Data []byte
 	// Open, when set, streams the bytes of a record too large to hold in memory. It may be called
-	// until the snapshot is closed; the reader must be closed.
+	// until the snapshot is closed, while Next reads further records on another goroutine (the
+	// worker reads the next batch while it stores this one); the reader must be closed.
 	Open func(ctx context.Context) (io.ReadCloser, error)
 	// Deleted marks a tombstone: the record was deleted at the source.
 	Deleted bool

@@ -347,29 +347,29 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 	defer sn.Close()
 	// Records are read ahead in small batches so that the data keys of the batch's new
 	// customers are fetched or created together, with their key-store round trips overlapping,
-	// rather than one customer at a time (the source's Data is the caller's to keep).
-	batch := make([]source.Record, 0, readAhead)
-	for eof := false; !eof; {
-		batch = batch[:0]
-		batchBytes := 0
-		for len(batch) < readAhead && batchBytes < readAheadBytes {
-			rec, err := sn.Next(ctx)
-			if errors.Is(err, io.EOF) {
-				eof = true
-				break
-			}
-			if err != nil {
-				return err
-			}
-			batch = append(batch, rec)
-			batchBytes += len(rec.Data)
+	// rather than one customer at a time (the source's Data is the caller's to keep). The next
+	// batch is read from the source while this one is sealed and written.
+	rctx, stop := context.WithCancel(ctx)
+	batches := make(chan readBatch, 1)
+	go readBatches(rctx, sn, batches)
+	defer func() { // before sn.Close: the reader must be done with sn
+		stop()
+		for range batches {
 		}
-		if err := r.prefetchKeys(ctx, batch); err != nil {
+	}()
+	for b := range batches {
+		if b.err != nil {
+			return b.err
+		}
+		if err := r.prefetchKeys(ctx, b.recs); err != nil {
 			return err
 		}
-		if err := r.addBatch(ctx, batch); err != nil {
+		if err := r.addBatch(ctx, b.recs); err != nil {
 			return err
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if err := r.flush(ctx); err != nil {
 		return err
@@ -383,6 +383,45 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		w.log.Warn("dedup cache not saved; unchanged records may be uploaded again", "snapshot", j.ID, "err", err)
 	}
 	return r.writeManifest(ctx)
+}
+
+// readBatch is a batch of records read from a source, or the error that ended the reading.
+type readBatch struct {
+	recs []source.Record
+	err  error
+}
+
+// readBatches reads sn to its end in batches of readAhead records (or readAheadBytes) and
+// sends them to out, then closes it. A read error is sent as the last batch; a cancelled ctx
+// stops it without sending more.
+func readBatches(ctx context.Context, sn source.Snapshot, out chan<- readBatch) {
+	defer close(out)
+	for eof := false; !eof; {
+		batch := make([]source.Record, 0, readAhead)
+		batchBytes := 0
+		var err error
+		for len(batch) < readAhead && batchBytes < readAheadBytes {
+			var rec source.Record
+			rec, err = sn.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				eof, err = true, nil
+				break
+			}
+			if err != nil {
+				break
+			}
+			batch = append(batch, rec)
+			batchBytes += len(rec.Data)
+		}
+		select {
+		case out <- readBatch{recs: batch, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // readAhead and readAheadBytes bound the records a task holds before sealing them.
