@@ -241,7 +241,7 @@ func StreamItem(w io.Writer, dek []byte, pseudonym, class, itemID string, meta I
 	if err != nil {
 		return err
 	}
-	zw, err := zstd.NewWriter(ew, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+	zw, err := zstd.NewWriter(ew, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(streamConcurrency()),
 		zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return fmt.Errorf("pack: zstd writer: %w", err)
@@ -383,3 +383,8 @@ func ReadAllLimited(it *ItemReader, max int64) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// streamConcurrency is how many blocks of a streamed item are compressed at once: one per core
+// (at most 4), so that a single large item is not limited to one core's zstd speed. Each
+// concurrent block encoder holds about a window (1 MiB) of memory.
+func streamConcurrency() int { return min(runtime.GOMAXPROCS(0), 4) }

@@ -48,7 +48,7 @@ var (
 	packMiB    = flag.Int("pack-mib", 256, "size of the large pack written to each target")
 	smallN     = flag.Int("small-packs", 500, "small (64 KiB) packs written to each target")
 	cpuProfile = flag.String("cpuprofile", "", "write this process's CPU profile (broker and producers) here")
-	only       = flag.String("only", "", "\"targets\", \"events\" or \"peer\": only that part")
+	only       = flag.String("only", "", "\"targets\", \"events\", \"bulk\" or \"peer\": only that part")
 	peer       = flag.Bool("peer", true, "run the peer section (restic and Custos on the same data set); -peer=false skips it")
 	records    = flag.Int("records", 20000, "records (~10 KiB of JSON each) in the peer section's data set")
 	resticBin  = flag.String("restic", "", "restic binary for the peer section (default: deploy/bench/install-restic.sh installs it)")
@@ -95,54 +95,19 @@ func run() error {
 			return fmt.Errorf("targets: %w", err)
 		}
 	}
-	if *only == "targets" {
-		return nil
-	}
-	if *only == "events" {
-		payload := record(1024)
-		e2e, err := endToEnd(ctx, bin, *events, payload)
-		if err != nil {
+	if *only == "" || *only == "events" {
+		if err := eventsSection(ctx, bin); err != nil {
 			return err
 		}
-		bench("e2e_events_per_s", e2e, "events/s")
+	}
+	if *only == "" || *only == "bulk" {
+		if err := bulkSection(ctx, bin); err != nil {
+			return err
+		}
+	}
+	if *only != "" {
 		return nil
 	}
-	payload := record(1024)
-
-	raw, err := rawJetStream(ctx, *events, payload)
-	if err != nil {
-		return fmt.Errorf("raw baseline: %w", err)
-	}
-	e2e, err := endToEnd(ctx, bin, *events, payload)
-	if err != nil {
-		return fmt.Errorf("end to end: %w", err)
-	}
-	bench("raw_jetstream_events_per_s", raw, "events/s")
-	bench("e2e_events_per_s", e2e, "events/s")
-	bench("e2e_vs_raw_ratio", e2e/raw, "ratio")
-
-	p50, p99, err := latency(ctx, bin, e2e/2, *latencyS, payload)
-	if err != nil {
-		return fmt.Errorf("latency: %w", err)
-	}
-	bench("latency_p50_ms", p50, "ms")
-	bench("latency_p99_ms", p99, "ms")
-
-	rss1, _, err := largeItem(ctx, bin, 1<<20)
-	if err != nil {
-		return fmt.Errorf("1 MiB item: %w", err)
-	}
-	rssBig, bulk, err := largeItem(ctx, bin, int64(*bigMiB)<<20)
-	if err != nil {
-		return fmt.Errorf("large item: %w", err)
-	}
-	rawPipe := rawPipeline(int64(*bigMiB) << 20)
-	bench("bulk_mb_per_s", bulk, "MB/s")
-	bench("raw_pipeline_mb_per_s", rawPipe, "MB/s")
-	bench("bulk_vs_raw_ratio", bulk/rawPipe, "ratio")
-	bench("worker_rss_1mib_mib", rss1, "MiB")
-	bench(fmt.Sprintf("worker_rss_%s_mib", sizeName(*bigMiB)), rssBig, "MiB")
-	bench("worker_rss_ratio", rssBig/rss1, "ratio")
 	if *peer {
 		return runPeer(ctx, bin)
 	}
@@ -182,6 +147,50 @@ func record(n int) []byte {
 		fmt.Fprintf(&b, `{"sku":"SKU-%06d","qty":%d,"price":%d.%02d},`, r.IntN(1e6), r.IntN(9)+1, r.IntN(500), r.IntN(100))
 	}
 	return b.Bytes()[:n]
+}
+
+// eventsSection: raw JetStream against the event path, then publish-to-commit latency.
+func eventsSection(ctx context.Context, bin string) error {
+	payload := record(1024)
+	raw, err := rawJetStream(ctx, *events, payload)
+	if err != nil {
+		return fmt.Errorf("raw baseline: %w", err)
+	}
+	e2e, err := endToEnd(ctx, bin, *events, payload)
+	if err != nil {
+		return fmt.Errorf("end to end: %w", err)
+	}
+	bench("raw_jetstream_events_per_s", raw, "events/s")
+	bench("e2e_events_per_s", e2e, "events/s")
+	bench("e2e_vs_raw_ratio", e2e/raw, "ratio")
+	p50, p99, err := latency(ctx, bin, e2e/2, *latencyS, payload)
+	if err != nil {
+		return fmt.Errorf("latency: %w", err)
+	}
+	bench("latency_p50_ms", p50, "ms")
+	bench("latency_p99_ms", p99, "ms")
+	return nil
+}
+
+// bulkSection: one large item by reference against zstd and AES-GCM alone, and the worker's
+// peak memory for it against a 1 MiB item.
+func bulkSection(ctx context.Context, bin string) error {
+	rss1, _, err := largeItem(ctx, bin, 1<<20)
+	if err != nil {
+		return fmt.Errorf("1 MiB item: %w", err)
+	}
+	rssBig, bulk, err := largeItem(ctx, bin, int64(*bigMiB)<<20)
+	if err != nil {
+		return fmt.Errorf("large item: %w", err)
+	}
+	rawPipe := rawPipeline(int64(*bigMiB) << 20)
+	bench("bulk_mb_per_s", bulk, "MB/s")
+	bench("raw_pipeline_mb_per_s", rawPipe, "MB/s")
+	bench("bulk_vs_raw_ratio", bulk/rawPipe, "ratio")
+	bench("worker_rss_1mib_mib", rss1, "MiB")
+	bench(fmt.Sprintf("worker_rss_%s_mib", sizeName(*bigMiB)), rssBig, "MiB")
+	bench("worker_rss_ratio", rssBig/rss1, "ratio")
+	return nil
 }
 
 // prodLike runs workers with the production AckWait (the harness's short one suits crash tests:
