@@ -68,6 +68,8 @@ type peerResults struct {
 	fsCeiling cost
 	// customerRestore is the wall time of each one-customer restore (a CLI run each).
 	customerRestore []float64
+	// cliStart is the wall time of each run of the CLI doing nothing (`custos help`).
+	cliStart []float64
 }
 
 // noDeletes: the peer section removes nothing until it ends. On ext4 without a journal (as on
@@ -170,7 +172,7 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 	if res.fsCeiling, err = fsCeiling(data, filepath.Join(dir, "fs-ceiling")); err != nil {
 		return err
 	}
-	if res.customerRestore, err = customerRestores(ev, dir, data.n); err != nil {
+	if res.customerRestore, res.cliStart, err = customerRestores(ev, dir, data.n); err != nil {
 		return err
 	}
 	if res.custosStored, err = dirSize(ev.s.Targets[0]); err != nil {
@@ -235,27 +237,35 @@ const customerSamples = 21
 // restore --customer` run each (a new process: configuration, broker connection, catalog
 // lookup, key, reads and files, as an operator would see it), checks that each wrote the
 // customer's records, and returns each run's wall time in seconds.
-func customerRestores(ev *eventPath, dir string, n int) ([]float64, error) {
+func customerRestores(ev *eventPath, dir string, n int) (walls, starts []float64, err error) {
 	syscall.Sync()
 	customers := n / recordsPer
-	var walls []float64
+	// The floor: the same binary doing nothing (its package initialisation and exit), timed
+	// the same way, so the restore's own share can be read off.
+	for range customerSamples {
+		c, err := measure(exec.Command(ev.cliBin, "help"))
+		if err != nil {
+			return nil, nil, err
+		}
+		starts = append(starts, c.wall)
+	}
 	for k := range min(customerSamples, customers) {
 		c := customerOf(k * customers / min(customerSamples, customers) * recordsPer)
 		out := filepath.Join(dir, "restore-one", c)
 		got, err := ev.cli(ev.env, "restore", "--tenant", peerTenant, "--customer", c, "--out", out, "--progress", "none")
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		files, err := countFiles(out)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if files != recordsPer {
-			return nil, fmt.Errorf("restore of one customer wrote %d files, want %d", files, recordsPer)
+			return nil, nil, fmt.Errorf("restore of one customer wrote %d files, want %d", files, recordsPer)
 		}
 		walls = append(walls, got.wall)
 	}
-	return walls, nil
+	return walls, starts, nil
 }
 
 func allRecords(n int) []int {
@@ -683,6 +693,8 @@ func (r peerResults) print(haveRestic bool) {
 		fmt.Printf("# peer: one-customer restores: %d runs of `custos restore --customer` (a process each, %d records)\n", len(w), recordsPer)
 		bench("peer_custos_customer_restore_p50_ms", 1000*w[len(w)/2], "ms")
 		bench("peer_custos_customer_restore_max_ms", 1000*w[len(w)-1], "ms")
+		st := slices.Sorted(slices.Values(r.cliStart))
+		bench("peer_custos_cli_start_p50_ms", 1000*st[len(st)/2], "ms")
 	}
 	if r.fsCeiling.wall > 0 {
 		// Both restores write one file per record: this disk's file creation bounds them.
