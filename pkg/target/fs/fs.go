@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,10 @@ type Target struct {
 	root, tmp string
 	name      string
 	now       func() time.Time
+	// dirs holds the directories this target created or found, so that a put into an existing
+	// directory costs no mkdir calls (two per object otherwise). Objects are deleted but never
+	// their directories; if one is removed from outside, the link fails and put forgets it.
+	dirs sync.Map
 }
 
 // Option configures a Target.
@@ -122,7 +127,15 @@ func (t *Target) put(ctx context.Context, name string, r io.ReadSeeker, size int
 	if err := t.mkdirs(dir); err != nil {
 		return err
 	}
-	if err := os.Link(f.Name(), dst); err != nil {
+	err = os.Link(f.Name(), dst)
+	if errors.Is(err, iofs.ErrNotExist) {
+		t.dirs.Clear() // a directory was removed from outside: create it again
+		if err = t.mkdirs(dir); err != nil {
+			return err
+		}
+		err = os.Link(f.Name(), dst)
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, iofs.ErrExist):
 			if fi, serr := os.Lstat(dst); serr == nil && fi.IsDir() {
@@ -145,11 +158,19 @@ func conflict(name string) error {
 
 // mkdirs creates dir and its missing parents below the root, fsyncing each parent that got a
 // new entry so the path survives a crash.
-func (t *Target) mkdirs(dir string) error {
+func (t *Target) mkdirs(dir string) (err error) {
+	if _, ok := t.dirs.Load(dir); ok {
+		return nil
+	}
 	rel, err := filepath.Rel(t.root, dir)
 	if err != nil || rel == "." {
 		return err
 	}
+	defer func() {
+		if err == nil {
+			t.dirs.Store(dir, struct{}{})
+		}
+	}()
 	p := t.root
 	for seg := range strings.SplitSeq(rel, string(filepath.Separator)) {
 		parent := p

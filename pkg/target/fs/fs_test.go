@@ -128,3 +128,20 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("Delete after expiry = %v", err)
 	}
 }
+
+// The target remembers the directories it made; one removed from outside is made again.
+func TestDirectoryRemovedFromOutside(t *testing.T) {
+	root := t.TempDir()
+	tg, err := fs.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targettest.Put(t, tg, "packs/ab/one", []byte("1"))
+	if err := os.RemoveAll(filepath.Join(root, "packs")); err != nil {
+		t.Fatal(err)
+	}
+	targettest.Put(t, tg, "packs/ab/two", []byte("2"))
+	if got, err := os.ReadFile(filepath.Join(root, "packs", "ab", "two")); err != nil || string(got) != "2" {
+		t.Fatalf("object after its directory was removed: %q, %v", got, err)
+	}
+}
