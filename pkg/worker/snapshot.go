@@ -294,6 +294,8 @@ type taskRun struct {
 	packOK map[string]bool
 	deks   map[string][]byte
 	packs  map[string]bool // every pack the manifest lists
+	// pending is the pack being written, whose items are listed once it is durable (settle).
+	pending *pendingPack
 }
 
 // runTask runs task t of its job; it returns nil once the task's result is durable.
@@ -345,6 +347,11 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		return err
 	}
 	defer sn.Close()
+	defer func() { // an error may leave a pack being written: wait for it
+		if r.pending != nil {
+			<-r.pending.done
+		}
+	}()
 	// Records are read ahead in small batches so that the data keys of the batch's new
 	// customers are fetched or created together, with their key-store round trips overlapping,
 	// rather than one customer at a time (the source's Data is the caller's to keep). The next
@@ -372,6 +379,9 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		return err
 	}
 	if err := r.flush(ctx); err != nil {
+		return err
+	}
+	if err := r.settle(ctx); err != nil {
 		return err
 	}
 	if len(j.NextCursor) == 0 {
@@ -645,19 +655,50 @@ func (r *taskRun) packExists(ctx context.Context, id string) bool {
 // flush writes the current pack with the ordering rules of design.md section 5 and lists its
 // items in the manifest.
 func (r *taskRun) flush(ctx context.Context) error {
+	if err := r.settle(ctx); err != nil {
+		return err
+	}
 	if len(r.items) == 0 {
 		return nil
 	}
 	w, j := r.w, r.job
-	built := pack.Build(j.Class, r.items)
-	if err := w.writePack(ctx, j.Class, j.Hold, built.Manifest, built.Sum, replica.BytesSource(built.Data)); err != nil {
+	p := &pendingPack{built: pack.Build(j.Class, r.items), refs: r.refs, items: len(r.items), done: make(chan error, 1)}
+	// The pack is written while the task seals the next one; settle (at the next flush, or at
+	// the end of the task) waits for it and lists its items. Nothing is listed before its pack
+	// is durable, and the manifest is written after every pack.
+	go func() {
+		p.done <- w.writePack(ctx, j.Class, j.Hold, p.built.Manifest, p.built.Sum, replica.BytesSource(p.built.Data))
+	}()
+	r.pending = p
+	r.items, r.refs, r.bytes = nil, nil, 0
+	return nil
+}
+
+// pendingPack is a pack being written by flush.
+type pendingPack struct {
+	built pack.Built
+	refs  []snapshot.Entry
+	items int
+	done  chan error
+}
+
+// settle waits for the pack flush started, if any, and lists its items in the manifest and the
+// dedup cache.
+func (r *taskRun) settle(ctx context.Context) error {
+	p := r.pending
+	if p == nil {
+		return nil
+	}
+	r.pending = nil
+	if err := <-p.done; err != nil {
 		return err
 	}
+	j, built := r.job, p.built
 	byID := make(map[string]pack.Entry, len(built.Manifest.Items))
 	for _, e := range built.Manifest.Items {
 		byID[e.ID] = e
 	}
-	for _, e := range r.refs {
+	for _, e := range p.refs {
 		e.Pack, e.Item = built.Manifest.Pack, byID[e.Item.ID]
 		r.man.Entries = append(r.man.Entries, e)
 		shard := snapshot.Shard(j.Class, e.Customer, e.Ref)
@@ -668,10 +709,9 @@ func (r *taskRun) flush(ctx context.Context) error {
 	}
 	r.packOK[built.Manifest.Pack] = true
 	r.packs[built.Manifest.Pack] = true
-	r.res.Uploaded += int64(len(r.items))
+	r.res.Uploaded += int64(p.items)
 	r.res.Stored += built.Manifest.Size
-	w.count(func(s *Stats) { s.Items += int64(len(r.items)) })
-	r.items, r.refs, r.bytes = nil, nil, 0
+	r.w.count(func(s *Stats) { s.Items += int64(p.items) })
 	return nil
 }
 
