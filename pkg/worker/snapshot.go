@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -371,6 +372,9 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		if err := r.prefetchKeys(ctx, b.recs); err != nil {
 			return err
 		}
+		if err := r.prefetchShards(ctx, b.recs); err != nil {
+			return err
+		}
 		if err := r.addBatch(ctx, b.recs); err != nil {
 			return err
 		}
@@ -613,7 +617,7 @@ func (r *taskRun) shard(ctx context.Context, key string) (map[string]snapshot.Kn
 	if r.w.deps.Records == nil {
 		return map[string]snapshot.Known{}, nil
 	}
-	if len(r.cache) >= 4096 {
+	if len(r.cache) >= maxCachedShards {
 		// Bound memory on large ranges: write back what changed and start over.
 		if err := r.saveCache(ctx); err != nil {
 			return nil, err
@@ -628,17 +632,87 @@ func (r *taskRun) shard(ctx context.Context, key string) (map[string]snapshot.Kn
 	return m, nil
 }
 
+// maxCachedShards bounds the dedup-cache shards a task holds in memory.
+const maxCachedShards = 4096
+
+// shardsInFlight bounds the dedup-cache reads or writes a task has in flight at once.
+const shardsInFlight = 32
+
+// saveCache writes the changed shards of the dedup cache, shardsInFlight at a time.
 func (r *taskRun) saveCache(ctx context.Context) error {
 	if r.w.deps.Records == nil {
 		return nil
 	}
-	for key := range r.dirty {
-		if err := r.w.deps.Records.Store(ctx, key, r.cache[key]); err != nil {
-			return err
-		}
+	keys := slices.Collect(maps.Keys(r.dirty))
+	errs := make([]error, len(keys))
+	inFlight(len(keys), func(i int) { errs[i] = r.w.deps.Records.Store(ctx, keys[i], r.cache[keys[i]]) })
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	r.dirty = map[string]bool{}
 	return nil
+}
+
+// prefetchShards loads the dedup-cache shards of batch that r.cache lacks, shardsInFlight at a
+// time, so that prepare finds them without a key-value round trip per shard (a customer's
+// records spread over up to 16 shards).
+func (r *taskRun) prefetchShards(ctx context.Context, batch []source.Record) error {
+	if r.w.deps.Records == nil {
+		return nil
+	}
+	want := map[string]bool{}
+	for _, rec := range batch {
+		if rec.CustomerID == "" || rec.Key == "" || rec.Deleted {
+			continue // prepare reports or lists it without the cache
+		}
+		pseudo := r.w.deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
+		if r.deks[pseudo] == nil {
+			continue // erased: skipped
+		}
+		shard := snapshot.Shard(r.job.Class, pseudo, r.w.deps.Pseudonyms.Pseudonym("record:"+pseudo, rec.Key))
+		if _, ok := r.cache[shard]; !ok {
+			want[shard] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	if len(r.cache)+len(want) > maxCachedShards {
+		// Bound memory on large ranges: write back what changed and start over.
+		if err := r.saveCache(ctx); err != nil {
+			return err
+		}
+		r.cache = map[string]map[string]snapshot.Known{}
+	}
+	keys := slices.Collect(maps.Keys(want))
+	got := make([]map[string]snapshot.Known, len(keys))
+	errs := make([]error, len(keys))
+	inFlight(len(keys), func(i int) { got[i], errs[i] = r.w.deps.Records.Load(ctx, keys[i]) })
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for i, k := range keys {
+		r.cache[k] = got[i]
+	}
+	return nil
+}
+
+// inFlight runs f(0) to f(n-1) with up to shardsInFlight running at once.
+func inFlight(n int, f func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(n, shardsInFlight) {
+		wg.Go(func() {
+			for i := range next {
+				f(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 }
 
 // packExists reports whether the index still names a pack (retention may have removed it).
