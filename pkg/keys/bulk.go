@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custos-dev/custos/pkg/internal/fanout"
 )
 
 // Found is one scope's answer to a bulk lookup: its key, or the error Lookup gives for it
@@ -37,26 +38,8 @@ func LookupMany(ctx context.Context, store Store, scopes []string, parallel int)
 // lookupEach calls lookup for every scope, at most parallel at a time.
 func lookupEach(ctx context.Context, scopes []string, parallel int, lookup func(context.Context, string) ([]byte, error)) []Found {
 	out := make([]Found, len(scopes))
-	forEach(len(scopes), parallel, func(i int) { out[i].Key, out[i].Err = lookup(ctx, scopes[i]) })
+	fanout.Each(len(scopes), parallel, func(i int) { out[i].Key, out[i].Err = lookup(ctx, scopes[i]) })
 	return out
-}
-
-// forEach calls fn(0) to fn(n-1), at most parallel at a time.
-func forEach(n, parallel int, fn func(int)) {
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range max(1, min(parallel, n)) {
-		wg.Go(func() {
-			for i := range next {
-				fn(i)
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
 }
 
 // kvBulkMin is the number of scopes from which LookupMany reads the whole bucket (one stream
@@ -113,7 +96,7 @@ func (s *KVStore) LookupMany(ctx context.Context, scopes []string) ([]Found, err
 		}
 	}
 	res := make([]Found, len(jobs))
-	forEach(len(jobs), kvUnwrapParallel, func(i int) {
+	fanout.Each(len(jobs), kvUnwrapParallel, func(i int) {
 		j := jobs[i]
 		res[i].Key, res[i].Err = Envelope{KEK: j.rec.KMSKeyID, DEK: j.rec.Wrapped}.Open(ctx, s.kms, j.scope)
 	})

@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/internal/fanout"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/pack"
 	"github.com/custos-dev/custos/pkg/periodic"
@@ -515,20 +515,10 @@ func (r *taskRun) addBatch(ctx context.Context, batch []source.Record) error {
 
 // sealAll seals every item of seal, on as many goroutines as there are cores.
 func sealAll(w *Worker, class string, seal []*toSeal) {
-	next := make(chan *toSeal)
-	var wg sync.WaitGroup
-	for range min(len(seal), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for ts := range next {
-				ts.sealed, ts.err = w.codec.SealItem(ts.dek, ts.pseudo, class, ts.id, ts.meta, ts.data)
-			}
-		})
-	}
-	for _, ts := range seal {
-		next <- ts
-	}
-	close(next)
-	wg.Wait()
+	fanout.Each(len(seal), runtime.GOMAXPROCS(0), func(i int) {
+		ts := seal[i]
+		ts.sealed, ts.err = w.codec.SealItem(ts.dek, ts.pseudo, class, ts.id, ts.meta, ts.data)
+	})
 }
 
 // prepare decides what one record needs: a tombstone or an unchanged record is listed in the
@@ -645,7 +635,7 @@ func (r *taskRun) saveCache(ctx context.Context) error {
 	}
 	keys := slices.Collect(maps.Keys(r.dirty))
 	errs := make([]error, len(keys))
-	inFlight(len(keys), func(i int) { errs[i] = r.w.deps.Records.Store(ctx, keys[i], r.cache[keys[i]]) })
+	fanout.Each(len(keys), shardsInFlight, func(i int) { errs[i] = r.w.deps.Records.Store(ctx, keys[i], r.cache[keys[i]]) })
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -687,7 +677,7 @@ func (r *taskRun) prefetchShards(ctx context.Context, batch []source.Record) err
 	keys := slices.Collect(maps.Keys(want))
 	got := make([]map[string]snapshot.Known, len(keys))
 	errs := make([]error, len(keys))
-	inFlight(len(keys), func(i int) { got[i], errs[i] = r.w.deps.Records.Load(ctx, keys[i]) })
+	fanout.Each(len(keys), shardsInFlight, func(i int) { got[i], errs[i] = r.w.deps.Records.Load(ctx, keys[i]) })
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -695,24 +685,6 @@ func (r *taskRun) prefetchShards(ctx context.Context, batch []source.Record) err
 		r.cache[k] = got[i]
 	}
 	return nil
-}
-
-// inFlight runs f(0) to f(n-1) with up to shardsInFlight running at once.
-func inFlight(n int, f func(i int)) {
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(n, shardsInFlight) {
-		wg.Go(func() {
-			for i := range next {
-				f(i)
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
 }
 
 // packExists reports whether the index still names a pack (retention may have removed it).
