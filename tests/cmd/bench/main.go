@@ -75,7 +75,20 @@ func main() {
 
 func bench(name string, v float64, unit string) { fmt.Printf("BENCH %s %.3f %s\n", name, v, unit) }
 
+// leftovers are the directories the sections wrote, removed when the bench ends rather than
+// between sections: on ext4 without a journal, removing many files makes creating files slow
+// for minutes after (docs/performance.md), which would fall on the next section's figures.
+var leftovers []string
+
+// removeAtExit queues dir for removal when the bench ends.
+func removeAtExit(dir string) { leftovers = append(leftovers, dir) }
+
 func run() error {
+	defer func() {
+		for _, d := range leftovers {
+			os.RemoveAll(d)
+		}
+	}()
 	ctx := context.Background()
 	bin := *workerBin
 	if bin == "" {
@@ -211,7 +224,7 @@ func newStack(o harness.Options) (*harness.Stack, error) {
 
 func closeStack(s *harness.Stack) {
 	s.Close()
-	os.RemoveAll(s.Dir)
+	removeAtExit(s.Dir)
 }
 
 // rawJetStream publishes n events of the same size to a plain stream and consumes them with a

@@ -86,7 +86,7 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	removeAtExit(dir)
 	restic, why := findRestic()
 	if restic == "" {
 		fmt.Printf("# peer: restic not installed: %s\n", why)

@@ -24,7 +24,7 @@ func targetBench(ctx context.Context, packMiB, small int) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	removeAtExit(dir)
 	var yaml strings.Builder
 	yaml.WriteString("nats:\n  url: nats://unused\nkeys:\n  file: unused\ntargets:\n  - name: fs\n    kind: fs\n    path: fs\n")
 	starts := []func() (*devstack.Cloud, error){
