@@ -48,7 +48,7 @@ var (
 	packMiB    = flag.Int("pack-mib", 256, "size of the large pack written to each target")
 	smallN     = flag.Int("small-packs", 500, "small (64 KiB) packs written to each target")
 	cpuProfile = flag.String("cpuprofile", "", "write this process's CPU profile (broker and producers) here")
-	only       = flag.String("only", "", "\"targets\", \"events\", \"bulk\" or \"peer\": only that part")
+	only       = flag.String("only", "", "\"targets\", \"events\", \"bulk\" or \"peer\": only that part; \"sweep\": the event path under several worker settings (not in the full run)")
 	peer       = flag.Bool("peer", true, "run the peer section (restic and Custos on the same data set); -peer=false skips it")
 	records    = flag.Int("records", 20000, "records (~10 KiB of JSON each) in the peer section's data set")
 	resticBin  = flag.String("restic", "", "restic binary for the peer section (default: deploy/bench/install-restic.sh installs it)")
@@ -96,6 +96,9 @@ func run() error {
 		if bin, err = harness.WorkerBinary(); err != nil {
 			return err
 		}
+	}
+	if *only == "sweep" { // not part of the full run: several minutes for the defaults' record
+		return sweepSection(ctx, bin)
 	}
 	if *only == "peer" {
 		if !*peer {
@@ -296,17 +299,42 @@ func postTx(i int, payload []byte) *custosv1.PostTransaction {
 
 // endToEnd publishes n events and measures until every one is durable in three targets.
 func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, error) {
-	s, err := newStack(prodLike)
+	var rate float64
+	err := withWorker(ctx, bin, prodLike, func(s *harness.Stack) error {
+		var err error
+		if rate, err = timedEvents(ctx, s, n, payload); err != nil {
+			return err
+		}
+		if err := verifyBench(ctx, s); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		if err := rebuildBench(ctx, s); err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+		return nil
+	})
+	return rate, err
+}
+
+// withWorker runs f on a new stack with one worker process.
+func withWorker(ctx context.Context, bin string, opts harness.Options, f func(*harness.Stack) error) error {
+	s, err := newStack(opts)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer closeStack(s)
 	w, err := s.StartWorker(bin, "bench")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer w.Stop(time.Minute)
-	// Warm up: keys for every customer exist before timing, as in a running system.
+	return f(s)
+}
+
+// timedEvents publishes n events after a warm-up of 1,000 (the keys of every customer exist
+// before timing, as in a running system) and returns events per second until every one is
+// durable.
+func timedEvents(ctx context.Context, s *harness.Stack, n int, payload []byte) (float64, error) {
 	if err := publishN(ctx, s, 0, 1000, payload); err != nil {
 		return 0, err
 	}
@@ -317,18 +345,11 @@ func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, 
 	if err := publishN(ctx, s, 1000, n, payload); err != nil {
 		return 0, err
 	}
-	fmt.Fprintf(os.Stderr, "bench: e2e publishing took %v\n", time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "bench: publishing %d events took %v\n", n, time.Since(start).Round(time.Millisecond))
 	if err := s.WaitSettled(ctx, 5*time.Minute); err != nil {
 		return 0, err
 	}
-	rate := float64(n) / time.Since(start).Seconds()
-	if err := verifyBench(ctx, s); err != nil {
-		return 0, fmt.Errorf("verify: %w", err)
-	}
-	if err := rebuildBench(ctx, s); err != nil {
-		return 0, fmt.Errorf("rebuild: %w", err)
-	}
-	return rate, nil
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // verifyBench runs custos verify --read-data (no repair) over what a run wrote: every replica

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/custos-dev/custos/tests/harness"
+)
+
+// sweepSection measures the event path under the worker settings that decide how the shared
+// consumer is used: max_in_flight (events held at once; a pull asks for min(max_in_flight,
+// 1024) messages, and max_ack_pending is far above both) and the pack age limit (how long a
+// pack waits for more events). One line per setting, events per second until durable, so that
+// the defaults are chosen on figures (docs/performance.md, "Stream and consumer settings").
+func sweepSection(ctx context.Context, bin string) error {
+	payload := record(1024)
+	for _, o := range []struct {
+		inFlight int
+		delay    time.Duration
+	}{{256, 50 * time.Millisecond}, {1024, 50 * time.Millisecond}, {4096, 50 * time.Millisecond},
+		{4096, 10 * time.Millisecond}, {4096, 200 * time.Millisecond}} {
+		opts := prodLike
+		opts.MaxInFlight, opts.PackMaxDelay = o.inFlight, o.delay
+		var rate float64
+		err := withWorker(ctx, bin, opts, func(s *harness.Stack) (err error) {
+			rate, err = timedEvents(ctx, s, *events, payload)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("sweep max_in_flight %d, pack delay %v: %w", o.inFlight, o.delay, err)
+		}
+		bench(fmt.Sprintf("sweep_e2e_events_per_s_inflight_%d_delay_%dms", o.inFlight, o.delay.Milliseconds()), rate, "events/s")
+	}
+	return nil
+}
