@@ -19,7 +19,8 @@ func sweepSection(ctx context.Context, bin string) error {
 		inFlight int
 		delay    time.Duration
 	}{{256, 50 * time.Millisecond}, {1024, 50 * time.Millisecond}, {4096, 50 * time.Millisecond},
-		{4096, 10 * time.Millisecond}, {4096, 200 * time.Millisecond}} {
+		{16384, 50 * time.Millisecond}, {4096, 10 * time.Millisecond}, {4096, 100 * time.Millisecond},
+		{4096, 200 * time.Millisecond}} {
 		opts := prodLike
 		opts.MaxInFlight, opts.PackMaxDelay = o.inFlight, o.delay
 		var rate float64
