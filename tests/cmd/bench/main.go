@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -112,11 +113,13 @@ func run() error {
 		}
 	}
 	if *only == "" || *only == "events" {
+		syscall.Sync() // the last section's writes reach the disk before this one is timed
 		if err := eventsSection(ctx, bin); err != nil {
 			return err
 		}
 	}
 	if *only == "" || *only == "bulk" {
+		syscall.Sync() // the last section's writes reach the disk before this one is timed
 		if err := bulkSection(ctx, bin); err != nil {
 			return err
 		}
@@ -125,6 +128,7 @@ func run() error {
 		return nil
 	}
 	if *peer {
+		syscall.Sync()
 		return runPeer(ctx, bin)
 	}
 	return nil

@@ -104,6 +104,7 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 		if _, err := rs.run("init"); err != nil {
 			return err
 		}
+		syscall.Sync() // earlier sections' and the data set's writes are on disk before timing
 		if res.resticBackup, err = rs.run("backup", "--host", "bench", data.dir); err != nil {
 			return err
 		}
@@ -115,6 +116,7 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 		return err
 	}
 	defer ev.close()
+	syscall.Sync()
 	if res.custosBackup, res.custosBroker, err = ev.publish(ctx, data, allRecords(n), 0); err != nil {
 		return fmt.Errorf("event path full backup: %w", err)
 	}
@@ -529,6 +531,7 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 	if err != nil {
 		return err
 	}
+	syscall.Sync()
 	cpu0, err := procCPU(w.Cmd.Process.Pid)
 	if err != nil {
 		return err
