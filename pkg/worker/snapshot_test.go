@@ -360,18 +360,7 @@ func TestSnapshotTaskCrash(t *testing.T) {
 		t.Fatal("snapshot committed while a task had no result")
 	}
 	sb.start(sb.cfg) // the survivor
-	sn := sb.waitCommitted(id)
-	want := sb.pg.state("/want")
-	out, rep := sb.restoreSnapshot(sn.ID)
-	wantOut := map[string]string{}
-	for p, v := range want {
-		rel, _ := filepath.Rel("/want", p)
-		wantOut[filepath.Join(out, rel)] = v
-	}
-	sameTree(t, "after crash", wantOut, readTree(t, out))
-	if rep.Records != 12 || sn.Records != 12 {
-		t.Errorf("restored %d records, snapshot lists %d; want 12", rep.Records, sn.Records)
-	}
+	sb.restoresSource("after crash", sb.waitCommitted(id), 12)
 	if list, _ := sb.store.List(context.Background(), "critical"); len(list) != 1 {
 		t.Errorf("%d snapshots, want exactly 1", len(list))
 	}
@@ -407,6 +396,13 @@ func TestSnapshotPackWriteFails(t *testing.T) {
 	if writes.Load() < 5 {
 		t.Fatalf("%d pack writes: the failures were not reached", writes.Load())
 	}
+	sb.restoresSource("after failed pack writes", sn, 40)
+}
+
+// restoresSource restores snapshot sn and checks that it gives the source's current rows, n
+// records.
+func (sb *snapBundle) restoresSource(what string, sn snapshot.Snapshot, n int64) {
+	sb.t.Helper()
 	want := sb.pg.state("/want")
 	out, rep := sb.restoreSnapshot(sn.ID)
 	wantOut := map[string]string{}
@@ -414,8 +410,8 @@ func TestSnapshotPackWriteFails(t *testing.T) {
 		rel, _ := filepath.Rel("/want", p)
 		wantOut[filepath.Join(out, rel)] = v
 	}
-	sameTree(t, "after failed pack writes", wantOut, readTree(t, out))
-	if rep.Records != 40 || sn.Records != 40 {
-		t.Errorf("restored %d records, snapshot lists %d; want 40", rep.Records, sn.Records)
+	sameTree(sb.t, what, wantOut, readTree(sb.t, out))
+	if int64(rep.Records) != n || int64(sn.Records) != n {
+		sb.t.Errorf("%s: restored %d records, snapshot lists %d; want %d", what, rep.Records, sn.Records, n)
 	}
 }
