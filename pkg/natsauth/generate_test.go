@@ -162,7 +162,7 @@ func TestDeployConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opts.JetStreamCipher != server.ChaCha || opts.JetStreamKey != "a-test-key-for-the-jetstream-store-0123456789" || !opts.JetStream {
+	if opts.JetStreamCipher != server.AES || opts.JetStreamKey != "a-test-key-for-the-jetstream-store-0123456789" || !opts.JetStream {
 		t.Fatalf("jetstream: enabled %v, cipher %v, key %q", opts.JetStream, opts.JetStreamCipher, opts.JetStreamKey)
 	}
 	if len(opts.Nkeys) != len(natsauth.Roles) {
