@@ -72,4 +72,9 @@ func TestPublishCompressesRecords(t *testing.T) {
 	if r := stored(b.producer(t, producer.WithCompression(0)), big); !bytes.Equal(r.GetInline(), big) {
 		t.Fatal("WithCompression(0) still compressed")
 	}
+	// JSON events carry the compressed bytes as base64, and decode to the same record.
+	r = stored(b.producer(t, producer.WithContentType(event.ContentTypeJSON)), big)
+	if got, err := zd.DecodeAll(r.GetInlineZstd(), nil); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("a JSON event's compressed record: %v", err)
+	}
 }
