@@ -297,6 +297,9 @@ type taskRun struct {
 	packs  map[string]bool // every pack the manifest lists
 	// pending is the pack being written, whose items are listed once it is durable (settle).
 	pending *pendingPack
+	// reported is when the task last reported its progress; the first report follows the
+	// first batch, so a task is visible as soon as it has read something.
+	reported time.Time
 }
 
 // runTask runs task t of its job; it returns nil once the task's result is durable.
@@ -378,6 +381,7 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		if err := r.addBatch(ctx, b.recs); err != nil {
 			return err
 		}
+		r.reportProgress(ctx)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -397,6 +401,24 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		w.log.Warn("dedup cache not saved; unchanged records may be uploaded again", "snapshot", j.ID, "err", err)
 	}
 	return r.writeManifest(ctx)
+}
+
+// progressEvery is how often a running task reports its progress (custos jobs).
+const progressEvery = 2 * time.Second
+
+// reportProgress records how far the task has got, at most every progressEvery. A failed
+// report is logged and the task goes on: progress is advisory.
+func (r *taskRun) reportProgress(ctx context.Context) {
+	now := r.w.cfg.Clock()
+	if now.Sub(r.reported) < progressEvery {
+		return
+	}
+	r.reported = now
+	err := r.w.deps.Snapshots.ReportProgress(ctx, snapshot.Progress{Job: r.job.ID, Task: r.task,
+		Records: r.res.Records, Bytes: r.res.Bytes, Stored: r.res.Stored, Updated: now.UTC()})
+	if err != nil {
+		r.w.log.Warn("snapshot progress not recorded", "snapshot", r.job.ID, "task", r.task, "err", err)
+	}
 }
 
 // readBatch is a batch of records read from a source, or the error that ended the reading.
@@ -783,7 +805,15 @@ func (r *taskRun) writeManifest(ctx context.Context) error {
 			return err
 		}
 	}
-	return w.deps.Snapshots.Done(ctx, r.res)
+	if err := w.deps.Snapshots.Done(ctx, r.res); err != nil {
+		return err
+	}
+	if !r.reported.IsZero() {
+		if err := w.deps.Snapshots.ClearProgress(ctx, j.ID, r.task); err != nil {
+			w.log.Warn("snapshot progress not cleared", "snapshot", j.ID, "task", r.task, "err", err)
+		}
+	}
+	return nil
 }
 
 // startTasks joins the shared task queue when snapshots are enabled.

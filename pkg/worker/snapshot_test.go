@@ -415,3 +415,35 @@ func (sb *snapBundle) restoresSource(what string, sn snapshot.Snapshot, n int64)
 		sb.t.Errorf("%s: restored %d records, snapshot lists %d; want %d", what, rep.Records, sn.Records, n)
 	}
 }
+
+// A running task reports its progress (custos jobs shows it) and removes the report once its
+// result is recorded.
+func TestSnapshotTaskProgress(t *testing.T) {
+	sb := setupSnapshots(t)
+	for c := range 30 {
+		sb.pg.put(fmt.Sprintf("c-%02d", c), "k", fmt.Sprintf("v-%d", c))
+	}
+	var seen atomic.Int64
+	cfg := sb.cfg
+	cfg.testBeforeTaskDone = func(job string, task int) error {
+		ps, err := sb.store.Progress(context.Background(), job)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if p.Task == task && p.Records > 0 && p.Bytes > 0 {
+				seen.Add(p.Records)
+			}
+		}
+		return nil
+	}
+	sb.start(cfg)
+	id := sb.tick("tick-progress", source.Full)
+	sn := sb.waitCommitted(id)
+	if seen.Load() != sn.Records {
+		t.Fatalf("progress reports before the results counted %d records, the snapshot %d", seen.Load(), sn.Records)
+	}
+	if ps, err := sb.store.Progress(context.Background(), id); err != nil || len(ps) != 0 {
+		t.Fatalf("progress left after the tasks were durable: %v, %v", ps, err)
+	}
+}

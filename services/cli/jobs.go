@@ -11,6 +11,7 @@ import (
 
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/snapshot"
+	"github.com/custos-dev/custos/pkg/source"
 )
 
 func openParts(cmd *cobra.Command, name string) (*config.Parts, error) {
@@ -30,8 +31,11 @@ func jobsCmd() *cobra.Command {
 		Short: "Show snapshot jobs: tasks done of total, bytes, rate and state",
 		Long: `Jobs prints one line per snapshot job, newest first: its id, class, method, state (running,
 committed or failed), tasks durable of total, records read, record bytes read from the source,
-encrypted bytes stored, and the read rate since the job was planned. With --watch it prints the
-table again at that interval until every job shown has ended (or Ctrl-C).`,
+encrypted bytes stored, the read rate since the job was planned, and for a running full
+snapshot an ETA (from the records of the class's last full snapshot; "-" when there is none).
+A running job counts its durable tasks and what its running tasks last reported (every 2 s).
+With --watch it prints the table again at that interval until every job shown has ended (or
+Ctrl-C).`,
 		Example: `  custos jobs --config custos.yaml
   custos jobs --config custos.yaml --class critical --watch 2s`,
 		Args: cobra.NoArgs,
@@ -70,7 +74,7 @@ func printJobs(ctx context.Context, out io.Writer, store *snapshot.Store, class 
 		return 0, err
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tCLASS\tMETHOD\tSTATE\tTASKS\tRECORDS\tREAD\tSTORED\tRATE\tSTARTED")
+	fmt.Fprintln(tw, "JOB\tCLASS\tMETHOD\tSTATE\tTASKS\tRECORDS\tREAD\tSTORED\tRATE\tETA\tSTARTED")
 	running := 0
 	for _, j := range jobs {
 		if class != "" && j.Class != class {
@@ -94,6 +98,18 @@ func printJobs(ctx context.Context, out io.Writer, store *snapshot.Store, class 
 			state = "failed: " + j.Failed
 		} else {
 			running++
+			// Tasks not durable yet count with what their workers last reported.
+			ps, err := store.Progress(ctx, j.ID)
+			if err != nil {
+				return 0, err
+			}
+			for _, p := range ps {
+				if !doneTask(rs, p.Task) {
+					records += p.Records
+					read += p.Bytes
+					stored += p.Stored
+				}
+			}
 		}
 		if state != "running" && len(rs) > 0 {
 			end = rs[len(rs)-1].Done
@@ -107,12 +123,16 @@ func printJobs(ctx context.Context, out io.Writer, store *snapshot.Store, class 
 		if d := end.Sub(j.Created).Seconds(); d > 0 && read > 0 {
 			rate = humanBytes(int64(float64(read)/d)) + "/s"
 		}
+		eta := "-"
+		if state == "running" {
+			eta = estimate(ctx, store, j, records, end.Sub(j.Created))
+		}
 		method := string(j.Method)
 		if j.Partial {
 			method += " (partial)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%s\t%s\n", j.ID, j.Class, method, state, len(rs), len(j.Tasks),
-			records, humanBytes(read), humanBytes(stored), rate, j.Created.Local().Format(time.DateTime))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Class, method, state, len(rs), len(j.Tasks),
+			records, humanBytes(read), humanBytes(stored), rate, eta, j.Created.Local().Format(time.DateTime))
 	}
 	return running, tw.Flush()
 }
@@ -172,4 +192,39 @@ custos restore --snapshot ID --out DIR.`,
 	}
 	cmd.Flags().StringVar(&class, "class", "", "only snapshots of this data class")
 	return cmd
+}
+
+func doneTask(rs []snapshot.TaskResult, task int) bool {
+	for _, r := range rs {
+		if r.Task == task {
+			return true
+		}
+	}
+	return false
+}
+
+// estimate is the time a running full snapshot still needs: the records of the class's last
+// committed full snapshot are the total expected, and the records read so far in elapsed give
+// the rate. It is "-" without an earlier full snapshot (the first one, or an incremental, whose
+// size nothing predicts) or before anything was read.
+func estimate(ctx context.Context, store *snapshot.Store, j snapshot.Job, records int64, elapsed time.Duration) string {
+	if j.Method != source.Full || j.Partial || records <= 0 || elapsed <= 0 {
+		return "-"
+	}
+	list, err := store.List(ctx, j.Class)
+	if err != nil {
+		return "-"
+	}
+	var total int64
+	var at time.Time
+	for _, sn := range list {
+		if sn.Method == source.Full && !sn.Partial && sn.ID != j.ID && sn.Committed.After(at) {
+			total, at = sn.Records, sn.Committed
+		}
+	}
+	if total <= 0 {
+		return "-"
+	}
+	left := max(total-records, 0)
+	return (time.Duration(float64(elapsed) * float64(left) / float64(records))).Round(time.Second).String()
 }
