@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -18,10 +19,43 @@ var ErrConsumerMismatch = errors.New("worker: the shared consumer has other sett
 // workers that share it: a worker with another key file must not take their events.
 const metaFingerprint = "custos.pseudonym_key"
 
-// joinConsumer creates the shared durable consumer, or joins it if it exists with the same
+// joinAttempts and joinBackoff bound how long a starting worker waits for a slow broker (a
+// cluster electing leaders, or busy) before it gives up on joining its consumer.
+const (
+	joinAttempts = 6
+	joinBackoff  = time.Second
+)
+
+// joinConsumer joins the shared consumer (joinConsumerOnce), trying again with growing pauses
+// while the broker times out: creating a replicated consumer waits for its leader, which a
+// loaded or recovering cluster may take longer to elect than one API request allows. Any
+// other error (a settings mismatch, a refused permission) is returned at once.
+func (w *Worker) joinConsumer(ctx context.Context, stream string, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	delay := joinBackoff
+	for attempt := 1; ; attempt++ {
+		cons, err := w.joinConsumerOnce(ctx, stream, want)
+		if err == nil || attempt == joinAttempts || ctx.Err() != nil || !brokerTimeout(err) {
+			return cons, err
+		}
+		w.log.Warn("joining the consumer timed out; trying again", "consumer", want.Durable, "attempt", attempt, "err", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		delay = min(2*delay, 8*time.Second)
+	}
+}
+
+// brokerTimeout reports an error of a broker request that got no answer in time.
+func brokerTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// joinConsumerOnce creates the shared durable consumer, or joins it if it exists with the same
 // settings. With update, it rewrites differing settings instead (a deliberate change of, say,
 // ack_wait across the fleet); it never joins a consumer of workers with another key file.
-func (w *Worker) joinConsumer(ctx context.Context, stream string, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+func (w *Worker) joinConsumerOnce(ctx context.Context, stream string, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	want.Metadata = map[string]string{metaFingerprint: w.deps.Pseudonyms.Fingerprint()}
 	for range 3 {
 		cons, err := w.deps.JS.Consumer(ctx, stream, want.Durable)
