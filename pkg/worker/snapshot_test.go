@@ -337,9 +337,7 @@ func TestSnapshotFullAndIncremental(t *testing.T) {
 // restores exactly.
 func TestSnapshotTaskCrash(t *testing.T) {
 	sb := setupSnapshots(t)
-	for c := range 12 {
-		sb.pg.put(fmt.Sprintf("c-%02d", c), "k", fmt.Sprintf("v-%d", c))
-	}
+	sb.putRows(12)
 	var crashed atomic.Int32
 	crashCfg := sb.cfg
 	crashCfg.testBeforeTaskDone = func(job string, task int) error {
@@ -366,6 +364,13 @@ func TestSnapshotTaskCrash(t *testing.T) {
 	}
 }
 
+// putRows puts n customers with one record each into the source.
+func (sb *snapBundle) putRows(n int) {
+	for c := range n {
+		sb.pg.put(fmt.Sprintf("c-%02d", c), "k", fmt.Sprintf("v-%d", c))
+	}
+}
+
 func readers(ts []target.Target) []target.Reader {
 	out := make([]target.Reader, len(ts))
 	for i, t := range ts {
@@ -379,9 +384,7 @@ func readers(ts []target.Target) []target.Reader {
 // durable (the written packs of the failed run are reused or rewritten, never half-listed).
 func TestSnapshotPackWriteFails(t *testing.T) {
 	sb := setupSnapshots(t)
-	for c := range 40 {
-		sb.pg.put(fmt.Sprintf("c-%02d", c), "k", fmt.Sprintf("v-%d", c))
-	}
+	sb.putRows(40)
 	var writes atomic.Int32
 	cfg := sb.cfg
 	cfg.testAfterIndex = func(string) error {
@@ -420,9 +423,7 @@ func (sb *snapBundle) restoresSource(what string, sn snapshot.Snapshot, n int64)
 // result is recorded.
 func TestSnapshotTaskProgress(t *testing.T) {
 	sb := setupSnapshots(t)
-	for c := range 30 {
-		sb.pg.put(fmt.Sprintf("c-%02d", c), "k", fmt.Sprintf("v-%d", c))
-	}
+	sb.putRows(30)
 	var seen atomic.Int64
 	cfg := sb.cfg
 	cfg.testBeforeTaskDone = func(job string, task int) error {
