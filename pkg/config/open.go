@@ -124,10 +124,7 @@ func (p *Parts) Close() error {
 
 // Repository returns a reader of the system of record over p's targets.
 func (p *Parts) Repository() *repository.Reader {
-	readers := make([]target.Reader, len(p.Targets))
-	for i, t := range p.Targets {
-		readers[i] = t
-	}
+	readers := target.Readers(p.Targets)
 	return repository.NewReader(repository.NewOpener(p.KMS, p.KMS.Fingerprint(), readers...), readers...)
 }
 
@@ -166,10 +163,7 @@ func (o *Offline) Close() error {
 
 // Opener returns an opener of catalog objects with the key file.
 func (o *Offline) Opener() *repository.Opener {
-	readers := make([]target.Reader, len(o.Targets))
-	for i, t := range o.Targets {
-		readers[i] = t
-	}
+	readers := target.Readers(o.Targets)
 	return repository.NewOpener(o.KMS, o.KMS.Fingerprint(), readers...)
 }
 

@@ -95,14 +95,6 @@ func (b *writerBundle) placement(min int) repository.Placement {
 	return repository.Placement{Class: "critical", Targets: b.targets, MinReplicas: min}
 }
 
-func wReaders(ts []target.Target) []target.Reader {
-	out := make([]target.Reader, len(ts))
-	for i, t := range ts {
-		out[i] = t
-	}
-	return out
-}
-
 func TestWritePackThenReadBackWithTheKEKAlone(t *testing.T) {
 	b := setupWriter(t)
 	built := b.build(t, "c-1", "c-2")
@@ -212,7 +204,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	if err != nil || len(wr.Targets) != 3 {
 		t.Fatalf("task manifest: %+v, %v", wr, err)
 	}
-	r := repository.NewReader(repository.NewOpener(b.kms, b.kms.Fingerprint()), wReaders(b.targets)...)
+	r := repository.NewReader(repository.NewOpener(b.kms, b.kms.Fingerprint()), target.Readers(b.targets)...)
 	if erased, err := r.Erased(t.Context(), p); err != nil || !erased {
 		t.Fatalf("Erased = %v, %v; want true", erased, err)
 	}
@@ -224,7 +216,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 		t.Fatalf("task manifest read back = %+v, %v", got, err)
 	}
 	mem := repository.NewMemory(b.kms)
-	rep, err := repository.Rebuild(t.Context(), b.targets[0], wReaders(b.targets[1:]), repository.NewOpener(b.kms, b.kms.Fingerprint()), mem, repository.RebuildOptions{})
+	rep, err := repository.Rebuild(t.Context(), b.targets[0], target.Readers(b.targets[1:]), repository.NewOpener(b.kms, b.kms.Fingerprint()), mem, repository.RebuildOptions{})
 	if err != nil || rep.Snapshots != 1 || rep.Erased != 1 {
 		t.Fatalf("rebuild = %+v, %v; want 1 snapshot and 1 erasure", rep, err)
 	}

@@ -98,3 +98,13 @@ type Target interface {
 	// Close releases resources. It is safe to call twice.
 	Close() error
 }
+
+// Readers returns ts as readers, for the code that only reads a set of targets (restore,
+// verify, rebuild).
+func Readers(ts []Target) []Reader {
+	out := make([]Reader, len(ts))
+	for i, t := range ts {
+		out[i] = t
+	}
+	return out
+}

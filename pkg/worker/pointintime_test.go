@@ -17,6 +17,7 @@ import (
 	"github.com/custos-dev/custos/pkg/restore"
 	"github.com/custos-dev/custos/pkg/rpo"
 	"github.com/custos-dev/custos/pkg/snapshot"
+	"github.com/custos-dev/custos/pkg/target"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 
@@ -149,7 +150,7 @@ func TestPointInTimeSnapshotOfEventFedClass(t *testing.T) {
 	}
 	// The manifests, read back from a target, list exactly one item per record, none after the
 	// scheduled time, none of the erased customer, each in a pack the snapshot protects.
-	rd := repository.NewReader(repository.NewOpener(sb.kms, sb.kms.Fingerprint(), readers(sb.targets)...), readers(sb.targets)...)
+	rd := repository.NewReader(repository.NewOpener(sb.kms, sb.kms.Fingerprint(), target.Readers(sb.targets)...), target.Readers(sb.targets)...)
 	refs := map[[2]string]bool{}
 	for _, r := range sn.Tasks {
 		m, err := rd.TaskManifest(ctx, sn.ID, r)
@@ -188,7 +189,7 @@ func TestPointInTimeSnapshotOfEventFedClass(t *testing.T) {
 		t.Errorf("restore: %d records, erased %v; want %d, none", rep.Records, rep.Erased, len(atT))
 	}
 	asOfOut := t.TempDir()
-	r := &restore.Restorer{Index: sb.index, Targets: readers(sb.targets), Keys: sb.keys, Pseudonyms: sb.kms}
+	r := &restore.Restorer{Index: sb.index, Targets: target.Readers(sb.targets), Keys: sb.keys, Pseudonyms: sb.kms}
 	if _, err := r.All(ctx, restore.Options{Out: asOfOut, AsOf: asOf}); err != nil {
 		t.Fatal(err)
 	}

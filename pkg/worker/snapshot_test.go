@@ -209,7 +209,7 @@ func (sb *snapBundle) restoreSnapshot(id string) (string, restore.Report) {
 		sb.t.Fatal(err)
 	}
 	out := sb.t.TempDir()
-	r := &restore.Restorer{Index: sb.index, Targets: readers(sb.targets), Keys: sb.keys, Pseudonyms: sb.kms}
+	r := &restore.Restorer{Index: sb.index, Targets: target.Readers(sb.targets), Keys: sb.keys, Pseudonyms: sb.kms}
 	rep, err := r.Snapshot(ctx, chain, "", restore.Options{Out: out})
 	if err != nil {
 		sb.t.Fatal(err)
@@ -369,14 +369,6 @@ func (sb *snapBundle) putRows(n int) {
 	for c := range n {
 		sb.pg.put(fmt.Sprintf("c-%02d", c), "k", fmt.Sprintf("v-%d", c))
 	}
-}
-
-func readers(ts []target.Target) []target.Reader {
-	out := make([]target.Reader, len(ts))
-	for i, t := range ts {
-		out[i] = t
-	}
-	return out
 }
 
 // A pack that fails to be written while the task seals the next one fails the task; the task is

@@ -204,10 +204,7 @@ func (b *bundle) waitSettled() {
 func (b *bundle) restoreAll() (restore.Report, string) {
 	b.t.Helper()
 	out := b.t.TempDir()
-	readers := make([]target.Reader, len(b.targets))
-	for i, t := range b.targets {
-		readers[i] = t
-	}
+	readers := target.Readers(b.targets)
 	r := &restore.Restorer{Index: b.index, Targets: readers, Keys: b.keys, Pseudonyms: b.kms}
 	rep, err := r.All(context.Background(), restore.Options{Out: out})
 	if err != nil {

@@ -172,10 +172,7 @@ func TestBackupNowBackedUpAndAudited(t *testing.T) {
 		t.Fatalf("worker stats %+v", st)
 	}
 
-	readers := make([]target.Reader, len(parts.Targets))
-	for i, tg := range parts.Targets {
-		readers[i] = tg
-	}
+	readers := target.Readers(parts.Targets)
 	r := &restore.Restorer{Index: parts.Index, Targets: readers, Keys: parts.Keys, Pseudonyms: parts.KMS}
 	dir := t.TempDir()
 	if rep, err := r.Customer(ctx, "t1", "c-0042", restore.Options{Out: dir}); err != nil || !rep.OK() || rep.Records != 2 {

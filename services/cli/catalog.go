@@ -9,6 +9,7 @@ import (
 
 	"github.com/custos-dev/custos/pkg/config"
 	"github.com/custos-dev/custos/pkg/repository"
+	"github.com/custos-dev/custos/pkg/target"
 )
 
 func catalogCmd() *cobra.Command {
@@ -51,7 +52,7 @@ afterwards to find replicas that are missing.`,
 			}
 			sink := repository.KVSink{Keys: parts.Keys, Index: parts.Index, Snapshots: parts.Snapshots}
 			start := time.Now()
-			rep, err := repository.Rebuild(cmd.Context(), src, readerList(others),
+			rep, err := repository.Rebuild(cmd.Context(), src, target.Readers(others),
 				parts.Repository().Opener, sink,
 				repository.RebuildOptions{Progress: rebuildProgress()})
 			clearLine()

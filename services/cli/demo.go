@@ -264,10 +264,7 @@ func runDemo(ctx context.Context, o demoOpts) error {
 	if n, err := dlqCount(ctx, parts.JS); err != nil || n > 0 {
 		return fmt.Errorf("dead-letter stream holds %d events (see 'custos dlq --config %s'): %v", n, cfgPath, err)
 	}
-	readers := make([]target.Reader, len(parts.Targets))
-	for i, t := range parts.Targets {
-		readers[i] = t
-	}
+	readers := target.Readers(parts.Targets)
 	out := filepath.Join(o.dir, "restore")
 	r := &restore.Restorer{Index: parts.Index, Targets: readers, Keys: parts.Keys, Pseudonyms: parts.KMS, Logger: logger()}
 	rep, err := r.All(ctx, restore.Options{Out: out})

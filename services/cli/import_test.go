@@ -26,10 +26,7 @@ func importStack(t *testing.T) (string, *config.Parts) {
 // checkRestored restores each customer and compares every record byte for byte.
 func checkRestored(t *testing.T, parts *config.Parts, tenant string, want map[string]map[string][]byte) {
 	t.Helper()
-	readers := make([]target.Reader, len(parts.Targets))
-	for i, tg := range parts.Targets {
-		readers[i] = tg
-	}
+	readers := target.Readers(parts.Targets)
 	r := &restore.Restorer{Index: parts.Index, Targets: readers, Keys: parts.Keys, Pseudonyms: parts.KMS}
 	for cust, recs := range want {
 		dir := t.TempDir()

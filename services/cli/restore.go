@@ -86,7 +86,7 @@ JSON object a second (json), or nothing (none).`,
 					return err
 				}
 				defer parts.Close()
-				r := &restore.Restorer{Index: parts.Index, Targets: readerList(parts.Targets), Keys: parts.Keys,
+				r := &restore.Restorer{Index: parts.Index, Targets: target.Readers(parts.Targets), Keys: parts.Keys,
 					Repo: parts.Repository(), Pseudonyms: parts.KMS, Logger: logger(), Progress: prog, Parallelism: parallel}
 				if snap != "" {
 					rep, err = runSnapshotRestore(cmd, r, parts.Snapshots, snap, class, tenant, customer, opts)
@@ -206,7 +206,7 @@ func runOfflineRestore(cmd *cobra.Command, from, snap, class, tenant, customer s
 	}
 	mem := repository.NewMemory(off.KMS)
 	opener := off.Opener()
-	rb, err := repository.Rebuild(cmd.Context(), src, readerList(others), opener, mem,
+	rb, err := repository.Rebuild(cmd.Context(), src, target.Readers(others), opener, mem,
 		repository.RebuildOptions{Progress: rebuildProgress()})
 	clearLine()
 	if err != nil {
@@ -217,8 +217,8 @@ func runOfflineRestore(cmd *cobra.Command, from, snap, class, tenant, customer s
 		fmt.Fprintf(os.Stderr, "WARNING: %s did not answer: an erasure recorded only there is not known to this restore\n", u)
 	}
 	ordered := append([]target.Target{src}, others...)
-	r := &restore.Restorer{Index: mem, Targets: readerList(ordered), Keys: mem,
-		Repo: repository.NewReader(opener, readerList(ordered)...), Pseudonyms: off.KMS, Logger: logger(), Progress: prog, Parallelism: parallel}
+	r := &restore.Restorer{Index: mem, Targets: target.Readers(ordered), Keys: mem,
+		Repo: repository.NewReader(opener, target.Readers(ordered)...), Pseudonyms: off.KMS, Logger: logger(), Progress: prog, Parallelism: parallel}
 	var rep restore.Report
 	if snap != "" {
 		rep, err = snapshotRestore(cmd, r, mem, snap, class, tenant, customer, opts)
@@ -246,14 +246,6 @@ func printRestore(rep restore.Report) {
 	for _, f := range rep.Failures {
 		fmt.Fprintln(os.Stderr, "FAILED:", f)
 	}
-}
-
-func readerList(ts []target.Target) []target.Reader {
-	readers := make([]target.Reader, len(ts))
-	for i, t := range ts {
-		readers[i] = t
-	}
-	return readers
 }
 
 func runRestore(cmd *cobra.Command, r *restore.Restorer, tenant, customer string, all bool, opts restore.Options) (restore.Report, error) {

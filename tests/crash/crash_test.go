@@ -151,10 +151,7 @@ func TestWorkerKilledMidPackWrite(t *testing.T) {
 	if items != 801 {
 		t.Fatalf("catalog holds %d items for 801 events", items)
 	}
-	readers := make([]target.Reader, len(parts.Targets))
-	for i, tg := range parts.Targets {
-		readers[i] = tg
-	}
+	readers := target.Readers(parts.Targets)
 	out := t.TempDir()
 	r := &restore.Restorer{Index: parts.Index, Targets: readers, Keys: parts.Keys, Pseudonyms: parts.KMS}
 	rep, err := r.All(ctx, restore.Options{Out: out})

@@ -226,10 +226,7 @@ func TestWorkerKilledDuringDistributedFullSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readers := make([]target.Reader, len(parts.Targets))
-	for i, tg := range parts.Targets {
-		readers[i] = tg
-	}
+	readers := target.Readers(parts.Targets)
 	out := t.TempDir()
 	r := &restore.Restorer{Index: parts.Index, Targets: readers, Keys: parts.Keys, Pseudonyms: parts.KMS}
 	rep, err := r.Snapshot(ctx, chain, "", restore.Options{Out: out})

@@ -430,10 +430,7 @@ func rebuildBench(ctx context.Context, s *harness.Stack) error {
 	if err != nil {
 		return err
 	}
-	readers := make([]target.Reader, len(others))
-	for i, t := range others {
-		readers[i] = t
-	}
+	readers := target.Readers(others)
 	var rep repository.RebuildReport
 	var runs []time.Duration // the median of three runs, each into an empty catalog
 	for range 3 {
