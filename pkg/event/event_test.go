@@ -212,6 +212,12 @@ var decodeCases = []decodeCase{
 	// Size.
 	{name: "message over MaxEventBytes", lim: func(l *event.Limits) { l.MaxEventBytes = 100 }, want: event.ErrOversized},
 	{name: "inline over MaxInlineBytes", lim: func(l *event.Limits) { l.MaxInlineBytes = 4 }, want: event.ErrOversized},
+	{name: "inline_zstd over MaxInlineBytes", msg: pt(func(m *custosv1.PostTransaction) {
+		m.Record.Source = &custosv1.Record_InlineZstd{InlineZstd: append([]byte{0x28, 0xb5, 0x2f, 0xfd}, make([]byte, 100)...)}
+	}), lim: func(l *event.Limits) { l.MaxInlineBytes = 50 }, want: event.ErrOversized},
+	{name: "inline_zstd not zstd", msg: pt(func(m *custosv1.PostTransaction) {
+		m.Record.Source = &custosv1.Record_InlineZstd{InlineZstd: []byte(`{"total":42}`)}
+	}), want: event.ErrInvalidField},
 
 	// Type.
 	{name: "ce-type missing", hdr: del(event.HeaderType), want: event.ErrMissingField},
