@@ -270,7 +270,7 @@ func rawJetStream(ctx context.Context, n int, payload []byte) (float64, error) {
 		return 0, err
 	}
 	defer cc.Stop()
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPU()
 	for i := range n {
 		for {
 			_, err := s.JS.PublishAsync("raw.post_transaction", payload, jetstream.WithMsgID("raw-"+strconv.Itoa(i)))
@@ -289,7 +289,9 @@ func rawJetStream(ctx context.Context, n int, payload []byte) (float64, error) {
 		return 0, fmt.Errorf("publishes not acknowledged")
 	}
 	got.Wait()
-	return float64(n) / time.Since(start).Seconds(), nil
+	took := time.Since(start).Seconds()
+	bench("raw_jetstream_cpu_us_per_event", (selfCPU()-cpu0)*1e6/float64(n), "us")
+	return float64(n) / took, nil
 }
 
 func postTx(i int, payload []byte) *custosv1.PostTransaction {
@@ -304,11 +306,24 @@ func postTx(i int, payload []byte) *custosv1.PostTransaction {
 // endToEnd publishes n events and measures until every one is durable in three targets.
 func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, error) {
 	var rate float64
-	err := withWorker(ctx, bin, prodLike, func(s *harness.Stack) error {
+	err := withWorker(ctx, bin, "e2e", prodLike, func(s *harness.Stack, w *harness.Worker) error {
 		var err error
+		w0, err := procCPU(w.Cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		b0 := selfCPU()
 		if rate, err = timedEvents(ctx, s, n, payload); err != nil {
 			return err
 		}
+		// Where the CPU goes, per event: the worker process, and this one (broker, producer).
+		w1, err := procCPU(w.Cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		perEvent := 1e6 / float64(n+1000) // timedEvents also publishes 1,000 warm-up events
+		bench("e2e_worker_cpu_us_per_event", (w1-w0)*perEvent, "us")
+		bench("e2e_broker_producer_cpu_us_per_event", (selfCPU()-b0)*perEvent, "us")
 		if err := verifyBench(ctx, s); err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
@@ -320,19 +335,20 @@ func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, 
 	return rate, err
 }
 
-// withWorker runs f on a new stack with one worker process.
-func withWorker(ctx context.Context, bin string, opts harness.Options, f func(*harness.Stack) error) error {
+// withWorker runs f on a new stack with one worker process; name names its CPU profile when
+// CUSTOS_BENCH_PROFILE_DIR is set.
+func withWorker(ctx context.Context, bin, name string, opts harness.Options, f func(*harness.Stack, *harness.Worker) error) error {
 	s, err := newStack(opts)
 	if err != nil {
 		return err
 	}
 	defer closeStack(s)
-	w, err := s.StartWorker(bin, "bench")
+	w, err := s.StartWorker(bin, name)
 	if err != nil {
 		return err
 	}
 	defer w.Stop(time.Minute)
-	return f(s)
+	return f(s, w)
 }
 
 // timedEvents publishes n events after a warm-up of 1,000 (the keys of every customer exist
@@ -472,7 +488,7 @@ func latency(ctx context.Context, bin string, rate float64, d time.Duration, pay
 		return 0, 0, err
 	}
 	defer closeStack(s)
-	w, err := s.StartWorker(bin, "bench")
+	w, err := s.StartWorker(bin, "latency")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -582,7 +598,7 @@ func largeItem(ctx context.Context, bin string, size int64) (float64, float64, e
 	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: "item"}, pr); err != nil {
 		return 0, 0, err
 	}
-	w, err := s.StartWorker(bin, "bench")
+	w, err := s.StartWorker(bin, "bulk-"+strconv.FormatInt(size, 10))
 	if err != nil {
 		return 0, 0, err
 	}

@@ -24,7 +24,7 @@ func sweepSection(ctx context.Context, bin string) error {
 		opts := prodLike
 		opts.MaxInFlight, opts.PackMaxDelay = o.inFlight, o.delay
 		var rate float64
-		err := withWorker(ctx, bin, opts, func(s *harness.Stack) (err error) {
+		err := withWorker(ctx, bin, fmt.Sprintf("sweep-%d-%dms", o.inFlight, o.delay.Milliseconds()), opts, func(s *harness.Stack, _ *harness.Worker) (err error) {
 			rate, err = timedEvents(ctx, s, *events, payload)
 			return err
 		})
