@@ -27,6 +27,7 @@ import (
 	"github.com/custos-dev/custos/pkg/restore"
 	"github.com/custos-dev/custos/pkg/snapshot"
 	"github.com/custos-dev/custos/pkg/source"
+	"github.com/custos-dev/custos/pkg/target"
 	"github.com/custos-dev/custos/pkg/worker"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 	"github.com/custos-dev/custos/tests/harness"
@@ -70,6 +71,9 @@ type peerResults struct {
 	customerRestore []float64
 	// cliStart is the wall time of each run of the CLI doing nothing (`custos help`).
 	cliStart []float64
+	// customerRestoreInProcess is the wall time of each one-customer restore made by a
+	// process that is already running (restore.Restorer, as a service would call it).
+	customerRestoreInProcess []float64
 }
 
 // noDeletes: the peer section removes nothing until it ends. On ext4 without a journal (as on
@@ -177,6 +181,9 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 	if res.customerRestore, res.cliStart, err = customerRestores(ev, dir, data.n); err != nil {
 		return err
 	}
+	if res.customerRestoreInProcess, err = inProcessRestores(ctx, ev, dir, data.n); err != nil {
+		return err
+	}
 	if res.custosStored, err = dirSize(ev.s.Targets[0]); err != nil {
 		return err
 	}
@@ -268,6 +275,45 @@ func customerRestores(ev *eventPath, dir string, n int) (walls, starts []float64
 		walls = append(walls, got.wall)
 	}
 	return walls, starts, nil
+}
+
+// inProcessRestores restores the same customers as customerRestores, each with
+// restore.Restorer.Customer in this process on parts opened once: the restore's own time
+// (catalog lookup, key, one ranged read a pack, files), without a process start or the
+// configuration and broker connection each CLI run makes. Each is checked like the CLI's.
+func inProcessRestores(ctx context.Context, ev *eventPath, dir string, n int) ([]float64, error) {
+	parts, _, err := ev.s.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer parts.Close()
+	r := &restore.Restorer{Index: parts.Index, Targets: target.Readers(parts.Targets), Keys: parts.Keys,
+		Repo: parts.Repository(), Pseudonyms: parts.KMS}
+	customers := n / recordsPer
+	samples := min(customerSamples, customers)
+	var walls []float64
+	for k := range samples {
+		c := customerOf(k * customers / samples * recordsPer)
+		out := filepath.Join(dir, "restore-one-in-process", c)
+		start := time.Now()
+		rep, err := r.Customer(ctx, peerTenant, c, restore.Options{Out: out})
+		took := time.Since(start).Seconds()
+		if err != nil {
+			return nil, err
+		}
+		if !rep.OK() {
+			return nil, fmt.Errorf("in-process restore of one customer: %d failures", len(rep.Failures))
+		}
+		files, err := countFiles(out)
+		if err != nil {
+			return nil, err
+		}
+		if files != recordsPer {
+			return nil, fmt.Errorf("in-process restore of one customer wrote %d files, want %d", files, recordsPer)
+		}
+		walls = append(walls, took)
+	}
+	return walls, nil
 }
 
 func allRecords(n int) []int {
@@ -698,6 +744,12 @@ func (r peerResults) print(haveRestic bool) {
 		bench("peer_custos_customer_restore_max_ms", 1000*w[len(w)-1], "ms")
 		st := slices.Sorted(slices.Values(r.cliStart))
 		bench("peer_custos_cli_start_p50_ms", 1000*st[len(st)/2], "ms")
+	}
+	if len(r.customerRestoreInProcess) > 0 {
+		w := slices.Sorted(slices.Values(r.customerRestoreInProcess))
+		fmt.Printf("# peer: the same restores made by a running process (restore.Restorer.Customer): no process start, configuration or broker connection\n")
+		bench("peer_custos_customer_restore_in_process_p50_ms", 1000*w[len(w)/2], "ms")
+		bench("peer_custos_customer_restore_in_process_max_ms", 1000*w[len(w)-1], "ms")
 	}
 	if r.fsCeiling.wall > 0 {
 		// Both restores write one file per record: this disk's file creation bounds them.
