@@ -308,22 +308,12 @@ func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, 
 	var rate float64
 	err := withWorker(ctx, bin, "e2e", prodLike, func(s *harness.Stack, w *harness.Worker) error {
 		var err error
-		w0, err := procCPU(w.Cmd.Process.Pid)
-		if err != nil {
+		var c eventCPU
+		if rate, c, err = timedEventsCPU(ctx, s, w, n, payload); err != nil {
 			return err
 		}
-		b0 := selfCPU()
-		if rate, err = timedEvents(ctx, s, n, payload); err != nil {
-			return err
-		}
-		// Where the CPU goes, per event: the worker process, and this one (broker, producer).
-		w1, err := procCPU(w.Cmd.Process.Pid)
-		if err != nil {
-			return err
-		}
-		perEvent := 1e6 / float64(n+1000) // timedEvents also publishes 1,000 warm-up events
-		bench("e2e_worker_cpu_us_per_event", (w1-w0)*perEvent, "us")
-		bench("e2e_broker_producer_cpu_us_per_event", (selfCPU()-b0)*perEvent, "us")
+		bench("e2e_worker_cpu_us_per_event", c.worker, "us")
+		bench("e2e_broker_producer_cpu_us_per_event", c.broker, "us")
 		if err := verifyBench(ctx, s); err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
@@ -465,6 +455,29 @@ func rebuildBench(ctx context.Context, s *harness.Stack) error {
 	fmt.Fprintf(os.Stderr, "bench: rebuild read %d manifests (%d keys) from %s in %v (median of 3)\n", rep.Packs, rep.Keys, from.Name(), took.Round(time.Millisecond))
 	bench("rebuild_seconds_per_10k_packs", took.Seconds()*10000/float64(rep.Packs), "s")
 	return nil
+}
+
+// eventCPU is CPU microseconds per event: the worker process's, and this process's (the
+// broker and the producer).
+type eventCPU struct{ worker, broker float64 }
+
+// timedEventsCPU is timedEvents with the CPU each process used per event, warm-up included.
+func timedEventsCPU(ctx context.Context, s *harness.Stack, w *harness.Worker, n int, payload []byte) (float64, eventCPU, error) {
+	w0, err := procCPU(w.Cmd.Process.Pid)
+	if err != nil {
+		return 0, eventCPU{}, err
+	}
+	b0 := selfCPU()
+	rate, err := timedEvents(ctx, s, n, payload)
+	if err != nil {
+		return 0, eventCPU{}, err
+	}
+	w1, err := procCPU(w.Cmd.Process.Pid)
+	if err != nil {
+		return 0, eventCPU{}, err
+	}
+	perEvent := 1e6 / float64(n+1000) // timedEvents also publishes 1,000 warm-up events
+	return rate, eventCPU{worker: (w1 - w0) * perEvent, broker: (selfCPU() - b0) * perEvent}, nil
 }
 
 func publishN(ctx context.Context, s *harness.Stack, from, n int, payload []byte) error {

@@ -24,14 +24,17 @@ func sweepSection(ctx context.Context, bin string) error {
 		opts := prodLike
 		opts.MaxInFlight, opts.PackMaxDelay = o.inFlight, o.delay
 		var rate float64
-		err := withWorker(ctx, bin, fmt.Sprintf("sweep-%d-%dms", o.inFlight, o.delay.Milliseconds()), opts, func(s *harness.Stack, _ *harness.Worker) (err error) {
-			rate, err = timedEvents(ctx, s, *events, payload)
+		var c eventCPU
+		err := withWorker(ctx, bin, fmt.Sprintf("sweep-%d-%dms", o.inFlight, o.delay.Milliseconds()), opts, func(s *harness.Stack, w *harness.Worker) (err error) {
+			rate, c, err = timedEventsCPU(ctx, s, w, *events, payload)
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("sweep max_in_flight %d, pack delay %v: %w", o.inFlight, o.delay, err)
 		}
-		bench(fmt.Sprintf("sweep_e2e_events_per_s_inflight_%d_delay_%dms", o.inFlight, o.delay.Milliseconds()), rate, "events/s")
+		name := fmt.Sprintf("inflight_%d_delay_%dms", o.inFlight, o.delay.Milliseconds())
+		bench("sweep_e2e_events_per_s_"+name, rate, "events/s")
+		bench("sweep_worker_cpu_us_per_event_"+name, c.worker, "us")
 	}
 	return nil
 }
