@@ -409,6 +409,27 @@ func procCPU(pid int) (float64, error) {
 	return (ut + st) / clkTck, nil
 }
 
+// machineBusy is the CPU seconds every process of the machine has used since boot, from
+// /proc/stat (all but idle and iowait), or 0 when it cannot be read.
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var busy float64
+	for i, v := range f[1:min(len(f), 9)] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseFloat(v, 64)
+		busy += n
+	}
+	const clkTck = 100
+	return busy / clkTck
+}
+
 // selfCPU is this process's CPU seconds so far: the embedded broker and the producer.
 func selfCPU() float64 {
 	var ru syscall.Rusage
@@ -583,6 +604,7 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 		return err
 	}
 	eventID := "peer-snapshot-full"
+	busy0 := machineBusy()
 	start := time.Now()
 	if _, err := p.PublishScheduleTick(ctx, &custosv1.ScheduleTick{
 		Meta:     &custosv1.Meta{EventId: eventID, Time: timestamppb.Now(), Tenant: peerTenant, DataClass: peerClass},
@@ -608,6 +630,7 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 		return err
 	}
 	res.snapBackup = cost{wall: wall, cpu: cpu1 - cpu0}
+	fmt.Printf("# peer: snapshot backup: the machine's CPUs were %.0f %% busy (worker, PostgreSQL, broker)\n", 100*(machineBusy()-busy0)/wall/float64(runtime.NumCPU()))
 	if sn.Records != int64(d.n) {
 		return fmt.Errorf("snapshot holds %d records, want %d", sn.Records, d.n)
 	}
