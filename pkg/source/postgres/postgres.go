@@ -454,7 +454,8 @@ func (sn *snapshot) next1() (source.Record, error) {
 			sn.table++
 			continue
 		}
-		var cust, tenant, doc *string
+		var cust, tenant *string
+		var doc []byte // scanned as bytes: a string would be copied once more into the record
 		var deleted bool
 		keys := make([]*string, sn.nkeys)
 		dest := []any{&cust, &tenant, &deleted}
@@ -487,7 +488,7 @@ func (sn *snapshot) next1() (source.Record, error) {
 		}
 		rec.Key = key.String()
 		if !deleted && doc != nil {
-			rec.Data = []byte(*doc)
+			rec.Data = doc
 		}
 		return rec, nil
 	}
