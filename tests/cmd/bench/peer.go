@@ -405,29 +405,36 @@ func procCPU(pid int) (float64, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return 0, err
 	}
-	const clkTck = 100 // USER_HZ: 100 on every Linux architecture Go supports
 	return (ut + st) / clkTck, nil
 }
 
+// clkTck is USER_HZ, the unit of /proc CPU times: 100 on every Linux architecture Go supports.
+const clkTck = 100
+
 // machineBusy is the CPU seconds every process of the machine has used since boot, from
-// /proc/stat (all but idle and iowait), or 0 when it cannot be read.
-func machineBusy() float64 {
+// /proc/stat (all but idle and iowait); false when it cannot be read.
+func machineBusy() (float64, bool) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, false
+	}
 	var busy float64
-	for i, v := range f[1:min(len(f), 9)] {
+	for i, v := range f[1:9] {
 		if i == 3 || i == 4 { // idle, iowait
 			continue
 		}
-		n, _ := strconv.ParseFloat(v, 64)
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, false
+		}
 		busy += n
 	}
-	const clkTck = 100
-	return busy / clkTck
+	return busy / clkTck, true
 }
 
 // selfCPU is this process's CPU seconds so far: the embedded broker and the producer.
@@ -604,7 +611,7 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 		return err
 	}
 	eventID := "peer-snapshot-full"
-	busy0 := machineBusy()
+	busy0, busyOK := machineBusy()
 	start := time.Now()
 	if _, err := p.PublishScheduleTick(ctx, &custosv1.ScheduleTick{
 		Meta:     &custosv1.Meta{EventId: eventID, Time: timestamppb.Now(), Tenant: peerTenant, DataClass: peerClass},
@@ -630,7 +637,9 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 		return err
 	}
 	res.snapBackup = cost{wall: wall, cpu: cpu1 - cpu0}
-	fmt.Printf("# peer: snapshot backup: the machine's CPUs were %.0f %% busy (worker, PostgreSQL, broker)\n", 100*(machineBusy()-busy0)/wall/float64(runtime.NumCPU()))
+	if busy1, ok := machineBusy(); ok && busyOK {
+		fmt.Printf("# peer: snapshot backup: the machine's CPUs were %.0f %% busy (worker, PostgreSQL, broker)\n", 100*(busy1-busy0)/wall/float64(runtime.NumCPU()))
+	}
 	if sn.Records != int64(d.n) {
 		return fmt.Errorf("snapshot holds %d records, want %d", sn.Records, d.n)
 	}
