@@ -75,12 +75,16 @@ const (
 	TypeComplianceDeadline Type = "compliance_deadline"
 	TypeManual             Type = "manual"
 	TypeSuspiciousActivity Type = "suspicious_activity"
+	// TypePostTransactionBatch carries several post-transaction events of one tenant and class
+	// in one message (Batch). It is a transport form: each entry is handled as the
+	// post-transaction event it is.
+	TypePostTransactionBatch Type = "post_transaction_batch"
 )
 
 // Types lists every event type.
 var Types = []Type{
 	TypePostTransaction, TypeDeletionRequest, TypeScheduleTick,
-	TypeComplianceDeadline, TypeManual, TypeSuspiciousActivity,
+	TypeComplianceDeadline, TypeManual, TypeSuspiciousActivity, TypePostTransactionBatch,
 }
 
 const ceTypePrefix, ceTypeSuffix = "dev.custos.", ".v1"
@@ -121,6 +125,8 @@ func (t Type) NewMessage() proto.Message {
 		return &custosv1.ManualRequest{}
 	case TypeSuspiciousActivity:
 		return &custosv1.SuspiciousActivity{}
+	case TypePostTransactionBatch:
+		return &custosv1.PostTransactionBatch{}
 	}
 	return nil
 }
@@ -161,6 +167,8 @@ func TypeOf(msg proto.Message) (Type, error) {
 		return TypeManual, nil
 	case *custosv1.SuspiciousActivity:
 		return TypeSuspiciousActivity, nil
+	case *custosv1.PostTransactionBatch:
+		return TypePostTransactionBatch, nil
 	}
 	return "", fmt.Errorf("%w: message %T is not a Custos event", ErrUnknownType, msg)
 }
@@ -209,6 +217,8 @@ func MetaOf(msg proto.Message) *custosv1.Meta {
 		return m.GetMeta()
 	case *custosv1.SuspiciousActivity:
 		return m.GetMeta()
+	case *custosv1.PostTransactionBatch:
+		return m.GetMeta()
 	}
 	return nil
 }
@@ -228,6 +238,8 @@ func SetMeta(msg proto.Message, meta *custosv1.Meta) bool {
 	case *custosv1.ManualRequest:
 		m.Meta = meta
 	case *custosv1.SuspiciousActivity:
+		m.Meta = meta
+	case *custosv1.PostTransactionBatch:
 		m.Meta = meta
 	default:
 		return false
@@ -268,6 +280,12 @@ func (e *Event) ManualRequest() *custosv1.ManualRequest {
 // SuspiciousActivity returns the message of a suspicious-activity event, or nil for another type.
 func (e *Event) SuspiciousActivity() *custosv1.SuspiciousActivity {
 	m, _ := e.Msg.(*custosv1.SuspiciousActivity)
+	return m
+}
+
+// Batch returns the message of a post-transaction batch, or nil for another type.
+func (e *Event) Batch() *custosv1.PostTransactionBatch {
+	m, _ := e.Msg.(*custosv1.PostTransactionBatch)
 	return m
 }
 

@@ -25,6 +25,11 @@ const (
 	MaxURILen        = 2048
 	MaxTextLen       = 4096 // reason, requested_by, legal_basis, transaction_id, ...
 	MaxNameLen       = 64   // schedule, deadline
+	// MaxBatchEvents bounds the entries of a PostTransactionBatch.
+	MaxBatchEvents = 4096
+	// maxTraceContextLen bounds a batch entry's traceparent and tracestate (W3C allows 512
+	// bytes of tracestate).
+	maxTraceContextLen = 512
 )
 
 // Validate checks ev against the default Limits (any data class). See Limits.Validate.
@@ -151,9 +156,62 @@ func (l Limits) validateMessage(msg proto.Message) error {
 			return invalid("severity", "%s is not one of low, medium, high, critical", quote(m.GetSeverity()))
 		}
 		return l.validateRecords(m.GetRecords())
+
+	case *custosv1.PostTransactionBatch:
+		// The envelope only: each entry is checked by ValidateBatchEntry, so that one bad entry
+		// is dead-lettered alone rather than taking its neighbours with it.
+		if err := l.validateMeta(m.GetMeta(), false, true); err != nil {
+			return err
+		}
+		if m.GetMeta().GetCustomerId() != "" {
+			return invalid("meta.customer_id", "must be empty in a batch (each entry names its customer)")
+		}
+		switch n := len(m.GetEvents()); {
+		case n == 0:
+			return missing("events")
+		case n > MaxBatchEvents:
+			return invalid("events", "%d entries, at most %d", n, MaxBatchEvents)
+		}
+		return nil
 	}
 	_, err := TypeOf(msg)
 	return err
+}
+
+// ValidateBatchEntry checks entry i of batch b: a valid post-transaction event on its own, of
+// the batch's tenant and data class, with its record inline, and a well-formed trace context.
+// The error names the entry ("events[3]: ...") and wraps the package's named errors.
+func (l Limits) ValidateBatchEntry(b *custosv1.PostTransactionBatch, i int) error {
+	err := l.validateBatchEntry(b, i)
+	if err != nil {
+		return fmt.Errorf("events[%d]: %w", i, err)
+	}
+	return nil
+}
+
+func (l Limits) validateBatchEntry(b *custosv1.PostTransactionBatch, i int) error {
+	e := b.GetEvents()[i]
+	pt := e.GetEvent()
+	if pt == nil {
+		return missing("event")
+	}
+	if err := l.validateMessage(pt); err != nil {
+		return err
+	}
+	switch bm, m := b.GetMeta(), pt.GetMeta(); {
+	case m.GetTenant() != bm.GetTenant():
+		return invalid("event.meta.tenant", "differs from the batch's tenant")
+	case m.GetDataClass() != bm.GetDataClass():
+		return invalid("event.meta.data_class", "differs from the batch's data class")
+	case pt.GetRecord().GetRef() != nil:
+		return invalid("event.record.ref", "a batched event carries its record inline; send a record by reference in its own event")
+	}
+	for _, f := range []struct{ name, v string }{{"traceparent", e.GetTraceparent()}, {"tracestate", e.GetTracestate()}} {
+		if len(f.v) > maxTraceContextLen || !isText(f.v, false) {
+			return invalid(f.name, "must be at most %d bytes without control characters", maxTraceContextLen)
+		}
+	}
+	return nil
 }
 
 // ScheduleTick methods. A tick with MethodDrill backs nothing up: it asks a worker to run the

@@ -166,7 +166,7 @@ func Permissions(role Role, opts Options) *server.Permissions {
 	case Admin:
 		return nil
 	case Producer:
-		p.allow(event.TypePostTransaction.Subject(), event.TypeManual.Subject(), event.TypeSuspiciousActivity.Subject())
+		p.allow(event.TypePostTransaction.Subject(), event.TypePostTransactionBatch.Subject(), event.TypeManual.Subject(), event.TypeSuspiciousActivity.Subject())
 		if o.ReserveDeletion {
 			p.deny(event.TypeDeletionRequest.Subject())
 		} else {

@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -62,6 +63,12 @@ func (p *Producer) PublishPostTransactionAsync(ctx context.Context, msg *custosv
 // unresolved. ctx is the parent of the producer span; cancelling it after PublishAsync returned
 // does not cancel the publish. Call Flush to wait for everything published so far.
 func (p *Producer) PublishAsync(ctx context.Context, msg proto.Message, opts ...PublishOption) (*Future, error) {
+	if pt, ok := p.batchable(msg, publishOpts(p, opts)); ok {
+		f, err := p.enqueue(ctx, pt)
+		if !errors.Is(err, errTooBigForBatch) {
+			return f, err
+		}
+	}
 	ev, m, err := p.prepare(msg, opts)
 	if err != nil {
 		return nil, err
@@ -82,33 +89,42 @@ func (p *Producer) PublishAsync(ctx context.Context, msg proto.Message, opts ...
 		p.resolve(f, span, nil, fmt.Errorf("%w: publish %s: %w", ErrRejected, m.Subject, err))
 		return f, nil
 	}
-	go p.await(sctx, f, span, m, jsf)
+	go func() {
+		ack, err := p.await(sctx, span, m, jsf)
+		p.resolve(f, span, ack, err)
+	}()
 	return f, nil
 }
 
-// await resolves f from the async ack, falling back to synchronous retries on transient errors.
-// jsf is nil when the async send itself failed transiently.
-func (p *Producer) await(ctx context.Context, f *Future, span trace.Span, m *nats.Msg, jsf jetstream.PubAckFuture) {
+// publishOpts applies one call's options over the producer's defaults.
+func publishOpts(p *Producer, opts []PublishOption) publishOptions {
+	po := publishOptions{contentType: p.o.contentType}
+	for _, opt := range opts {
+		opt.applyPublish(&po)
+	}
+	return po
+}
+
+// await returns the outcome of an async publish, falling back to synchronous retries on
+// transient errors. jsf is nil when the async send itself failed transiently.
+func (p *Producer) await(ctx context.Context, span trace.Span, m *nats.Msg, jsf jetstream.PubAckFuture) (*jetstream.PubAck, error) {
 	var err error
 	if jsf != nil {
 		t := time.NewTimer(p.o.attemptTimeout)
 		select {
 		case ack := <-jsf.Ok():
 			t.Stop()
-			p.resolve(f, span, ack, nil)
-			return
+			return ack, nil
 		case err = <-jsf.Err():
 			t.Stop()
 		case <-t.C:
 			err = jetstream.ErrAsyncPublishTimeout
 		}
 		if !transient(err) {
-			p.resolve(f, span, nil, fmt.Errorf("%w: publish %s: %w", ErrRejected, m.Subject, err))
-			return
+			return nil, fmt.Errorf("%w: publish %s: %w", ErrRejected, m.Subject, err)
 		}
 		if p.o.attempts < 2 {
-			p.resolve(f, span, nil, fmt.Errorf("%w: publish %s: 1 attempt: %w", ErrUnavailable, m.Subject, err))
-			return
+			return nil, fmt.Errorf("%w: publish %s: 1 attempt: %w", ErrUnavailable, m.Subject, err)
 		}
 		span.AddEvent("retry")
 		time.Sleep(p.backoff(1))
@@ -117,8 +133,7 @@ func (p *Producer) await(ctx context.Context, f *Future, span trace.Span, m *nat
 	if jsf == nil {
 		first = 1
 	}
-	ack, err := p.publishWithRetry(ctx, span, m, first)
-	p.resolve(f, span, ack, err)
+	return p.publishWithRetry(ctx, span, m, first)
 }
 
 func (p *Producer) resolve(f *Future, span trace.Span, ack *jetstream.PubAck, err error) {
@@ -150,6 +165,7 @@ func (p *Producer) Pending() int {
 // succeeded, else an error counting the failures and wrapping the first one (ErrUnavailable or
 // ErrRejected); the failed events' Futures say which they were.
 func (p *Producer) Flush(ctx context.Context) error {
+	p.flushBatches() // a batch still gathering events leaves now
 	p.mu.Lock()
 	futures := make([]*Future, 0, len(p.pending))
 	for f := range p.pending {

@@ -53,6 +53,8 @@ type Producer struct {
 	o      options
 	tracer trace.Tracer
 	sem    chan struct{} // async publishes in flight
+	// batches holds PublishAsync's post-transaction events until they leave as one message.
+	batches batcher
 
 	mu       sync.Mutex
 	pending  map[*Future]struct{}
@@ -76,6 +78,9 @@ func New(js jetstream.JetStream, source string, opts ...Option) (*Producer, erro
 		attemptTimeout: DefaultAttemptTimeout,
 		maxPending:     DefaultMaxPending,
 		compressFrom:   DefaultCompressFrom,
+		batchMax:       DefaultBatchMaxEvents,
+		batchLinger:    DefaultBatchLinger,
+		batchMaxBytes:  DefaultBatchMaxBytes,
 	}
 	for _, opt := range opts {
 		opt.applyOption(&o)
@@ -95,6 +100,11 @@ func New(js jetstream.JetStream, source string, opts ...Option) (*Producer, erro
 		return nil, errors.New("producer: WithRetry needs attempts >= 1 and 0 < base <= max")
 	case o.attemptTimeout <= 0 || o.maxPending < 1:
 		return nil, errors.New("producer: attempt timeout and max pending must be positive")
+	case o.batchMax > event.MaxBatchEvents || (o.batchMax > 1 && o.batchLinger <= 0):
+		return nil, fmt.Errorf("producer: WithBatching needs at most %d events and a positive linger", event.MaxBatchEvents)
+	}
+	if limit := o.limits.MaxEventBytes; limit > 0 && o.batchMaxBytes > limit/2 {
+		o.batchMaxBytes = limit / 2
 	}
 	return &Producer{
 		js:      js,
@@ -103,6 +113,7 @@ func New(js jetstream.JetStream, source string, opts ...Option) (*Producer, erro
 		tracer:  o.tp.Tracer(telemetry.InstrumentationName + "/pkg/producer"),
 		sem:     make(chan struct{}, o.maxPending),
 		pending: map[*Future]struct{}{},
+		batches: batcher{open: map[[2]string]*openBatch{}},
 	}, nil
 }
 
@@ -155,10 +166,7 @@ func (p *Producer) Publish(ctx context.Context, msg proto.Message, opts ...Publi
 
 // prepare fills, validates and encodes msg.
 func (p *Producer) prepare(msg proto.Message, opts []PublishOption) (*event.Event, *nats.Msg, error) {
-	po := publishOptions{contentType: p.o.contentType}
-	for _, opt := range opts {
-		opt.applyPublish(&po)
-	}
+	po := publishOpts(p, opts)
 	if msg == nil {
 		return nil, nil, fmt.Errorf("%w: %w: nil message", ErrInvalidEvent, event.ErrMissingField)
 	}
@@ -166,14 +174,7 @@ func (p *Producer) prepare(msg proto.Message, opts []PublishOption) (*event.Even
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}
-	if meta := ev.Meta; meta != nil {
-		if meta.EventId == "" {
-			meta.EventId = p.o.newID()
-		}
-		if meta.Time == nil {
-			meta.Time = timestamppb.New(p.o.now())
-		}
-	}
+	p.fill(ev.Meta)
 	if c := p.compressed(msg); c != nil { // after the ids are filled in msg: a retry reuses them
 		if ev, err = event.New(c, p.source); err != nil {
 			return nil, nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
@@ -195,6 +196,19 @@ func (p *Producer) prepare(msg proto.Message, opts []PublishOption) (*event.Even
 			Time: m.GetTime().AsTime()}, po.signer, po.signKey)
 	}
 	return ev, &nats.Msg{Subject: subject, Header: hdr, Data: data}, nil
+}
+
+// fill sets an empty event id and time in meta (nil is left alone).
+func (p *Producer) fill(meta *custosv1.Meta) {
+	if meta == nil {
+		return
+	}
+	if meta.EventId == "" {
+		meta.EventId = p.o.newID()
+	}
+	if meta.Time == nil {
+		meta.Time = timestamppb.New(p.o.now())
+	}
 }
 
 func (p *Producer) startSpan(ctx context.Context, ev *event.Event, m *nats.Msg) (context.Context, trace.Span) {

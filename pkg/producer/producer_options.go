@@ -27,6 +27,9 @@ type options struct {
 	attemptTimeout time.Duration
 	maxPending     int
 	compressFrom   int
+	batchMax       int
+	batchLinger    time.Duration
+	batchMaxBytes  int
 }
 
 // Defaults.
@@ -114,6 +117,19 @@ func WithAttemptTimeout(d time.Duration) Option {
 // The message given to Publish is not changed: a copy is compressed.
 func WithCompression(from int) Option {
 	return optionFunc(func(o *options) { o.compressFrom = from })
+}
+
+// WithBatching sets how PublishAsync batches post-transaction events: up to maxEvents events of
+// one tenant and data class leave as one PostTransactionBatch message, sent when it is full (or
+// reaches half the event size limit) or linger after its first event. The broker then stores,
+// delivers and acknowledges one message for many records, which is most of its cost per event
+// (docs/performance.md). Each event keeps its own id, Future and producer span, and the worker
+// handles it as if it had come alone. maxEvents <= 1 turns batching off. The default is
+// DefaultBatchMaxEvents and DefaultBatchLinger; Publish (synchronous), other event types, events
+// with a record by reference or a WithSubject option, and events too big for a batch are always
+// sent alone. Workers older than the batch message dead-letter it: upgrade workers first.
+func WithBatching(maxEvents int, linger time.Duration) Option {
+	return optionFunc(func(o *options) { o.batchMax, o.batchLinger = maxEvents, linger })
 }
 
 // WithMaxPending bounds the async publishes in flight; PublishAsync blocks when it is reached.

@@ -398,7 +398,8 @@ func TestContextCanceled(t *testing.T) {
 func TestPublishAsyncFlush(t *testing.T) {
 	t.Parallel()
 	b := setup(t, false)
-	p := b.producer(t, producer.WithMaxPending(256))
+	// One message per event (batching is tested in batch_test.go).
+	p := b.producer(t, producer.WithMaxPending(256), producer.WithBatching(1, 0))
 	const n = 2000
 	futures := make([]*producer.Future, 0, n)
 	for i := range n {
@@ -446,7 +447,7 @@ func TestPublishAsyncFlush(t *testing.T) {
 func TestPublishAsyncRetriesUntilStreamExists(t *testing.T) {
 	t.Parallel()
 	b := setup(t, true)
-	p := b.producer(t, producer.WithRetry(30, 20*time.Millisecond, 100*time.Millisecond))
+	p := b.producer(t, producer.WithRetry(30, 20*time.Millisecond, 100*time.Millisecond), producer.WithBatching(1, 0))
 	for i := range 10 {
 		if _, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i))); err != nil {
 			t.Fatal(err)

@@ -71,8 +71,11 @@ func (w *Worker) commit(b *batch) {
 			Attributes: []attribute.KeyValue{attribute.String("custos.link", "pack.commit")}})
 	}
 	if b.packID != "" && b.packID != built.Manifest.Pack {
-		// Rebuilding an intent must give the same pack; anything else is a bug worth stopping for.
+		// The events no longer seal to the same items: a customer of the pack was erased since
+		// (its entry is now refused). The intent can never be completed; its events are backed
+		// up again as new, where what is now refused is dead-lettered.
 		err := fmt.Errorf("rebuilt pack %s does not match its intent %s", built.Manifest.Pack, b.packID)
+		w.intents.abandon(b.packID)
 		w.failBatch(b, span, err)
 		return
 	}

@@ -23,6 +23,9 @@ import (
 // event is naked instead: it is never dropped. An erased customer's event is recorded without
 // its body.
 func (w *Worker) deadLetter(h *heldMsg, reason string) {
+	if w.deadLetterBatch(h, reason) { // batch.go: each entry under its own customer's key
+		return
+	}
 	msg := h.msg
 	hdr := nats.Header{}
 	for k, v := range msg.Headers() {

@@ -29,6 +29,10 @@ type heldMsg struct {
 	scope string
 	// snapshot is the id of the snapshot job the event planned, for its audit entry.
 	snapshot string
+	// batch: the message is a PostTransactionBatch, whose entries backed up (not dead-lettered)
+	// number entries; Stats.Events counts those.
+	batch   bool
+	entries int
 }
 
 func (w *Worker) hold(msg jetstream.Msg) *heldMsg {
@@ -56,7 +60,11 @@ func (h *heldMsg) settle(f func() error, outcome string, err error) {
 	w.mu.Lock()
 	delete(w.held, h)
 	if outcome == "ack" {
-		w.stats.Events++
+		if h.batch {
+			w.stats.Events += int64(h.entries)
+		} else {
+			w.stats.Events++
+		}
 		delete(w.lastErr, h.seq)
 	}
 	w.mu.Unlock()

@@ -187,6 +187,15 @@ func (t *intentTable) done(ctx context.Context, packID string) {
 	}
 }
 
+// abandon marks an intent that can never be completed; its events are then processed as new.
+func (t *intentTable) abandon(packID string) {
+	t.mu.Lock()
+	if st := t.byPack[packID]; st != nil {
+		st.abandoned = true
+	}
+	t.mu.Unlock()
+}
+
 // lookup returns the intent holding stream sequence seq, after catching up with every intent
 // published so far.
 func (t *intentTable) lookup(ctx context.Context, seq uint64) (*intentState, error) {
@@ -277,9 +286,18 @@ func (w *Worker) redo(st *intentState) {
 			}
 			items = append(items, its...)
 		}
+		perSeq := map[uint64]int{}
+		for _, it := range items {
+			perSeq[it.Seq]++
+		}
 		t.mu.Lock()
 		held := st.redo.events
 		st.redo.events = nil
+		for _, h := range held {
+			if h.batch && err == nil {
+				h.entries = perSeq[h.seq] // its entries dead-lettered the first time are not counted
+			}
+		}
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			// An event of the pack was removed (settled in another pack, or by an operator):
 			// this pack can never be rebuilt. The others are backed up again as new.
@@ -336,6 +354,10 @@ func (w *Worker) rebuildItems(ctx context.Context, seq uint64) ([]pack.Item, err
 		meta, recs = m.GetMeta(), m.GetRecords()
 	case *custosv1.SuspiciousActivity:
 		meta, recs = m.GetMeta(), m.GetRecords()
+	case *custosv1.PostTransactionBatch:
+		// The entries dead-lettered the first time are skipped the same way now.
+		items, _, err := w.sealBatch(ctx, seq, m)
+		return items, err
 	default:
 		return nil, fmt.Errorf("event %d (%T) carries no records", seq, ev.Msg)
 	}

@@ -80,6 +80,10 @@ func (w *Worker) receive(h *heldMsg) {
 		// Every line logged about the event from here on names it (telemetry.WithLogAttrs).
 		h.ctx = telemetry.WithLogAttrs(h.ctx, slog.String("event_id", id))
 	}
+	if bt := ev.Batch(); bt != nil {
+		// Until backupBatch (or a rebuilt pack) says how many entries were backed up.
+		h.batch, h.entries = true, len(bt.GetEvents())
+	}
 	h.audit = w.auditEntry(ev)
 	if ev.Meta.GetCustomerId() != "" {
 		h.scope = w.pseudonym(ev.Meta)
@@ -107,6 +111,8 @@ func (w *Worker) dispatch(h *heldMsg, ev *event.Event) {
 			return
 		}
 		w.backup(h, m.GetMeta(), m.GetRecords(), false)
+	case *custosv1.PostTransactionBatch:
+		w.backupBatch(h, m) // batch.go
 	case *custosv1.SuspiciousActivity:
 		w.suspicious(h, m)
 	case *custosv1.DeletionRequest:

@@ -96,7 +96,9 @@ func setup(t *testing.T, tweak ...func(*Config)) *bundle {
 	b.spans = tracetest.NewSpanRecorder()
 	b.tp = trace.NewTracerProvider(trace.WithSpanProcessor(b.spans))
 	t.Cleanup(func() { b.tp.Shutdown(context.Background()) })
-	b.producer, err = producer.New(b.ns.JS, "urn:test", producer.WithTracerProvider(b.tp))
+	// One message per event: several tests follow events by stream sequence. batch_test.go
+	// publishes batches.
+	b.producer, err = producer.New(b.ns.JS, "urn:test", producer.WithTracerProvider(b.tp), producer.WithBatching(1, 0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -755,6 +755,135 @@ func (x *SuspiciousActivity) GetRecords() []*Record {
 	return nil
 }
 
+// PostTransactionBatch: several post-transaction events of one tenant and one data class in a
+// single message, so the broker stores, delivers and acknowledges one message for many records.
+// pkg/producer sends these for PublishAsync (docs/events.md section 9). Each entry is a complete
+// PostTransaction with its own meta and event id and is handled as if it had come alone: the
+// worker backs up the valid entries and dead-letters each invalid one by itself (as a
+// post_transaction dead letter); the message is acknowledged once every valid entry is durable.
+// Subject custos.v1.events.post_transaction_batch.
+type PostTransactionBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. event_id is the batch's own id (its ce-id and Nats-Msg-Id, so a retried batch is
+	// de-duplicated); time, tenant and data_class are required and every entry must have the same
+	// tenant and data_class; customer_id must be empty.
+	Meta *Meta `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
+	// Required. 1 to 4096 entries. Entries carry records inline (inline or inline_zstd), never by
+	// reference.
+	Events        []*BatchedPostTransaction `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostTransactionBatch) Reset() {
+	*x = PostTransactionBatch{}
+	mi := &file_custos_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostTransactionBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostTransactionBatch) ProtoMessage() {}
+
+func (x *PostTransactionBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostTransactionBatch.ProtoReflect.Descriptor instead.
+func (*PostTransactionBatch) Descriptor() ([]byte, []int) {
+	return file_custos_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PostTransactionBatch) GetMeta() *Meta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *PostTransactionBatch) GetEvents() []*BatchedPostTransaction {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// BatchedPostTransaction is one entry of a PostTransactionBatch.
+type BatchedPostTransaction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The event, valid on its own.
+	Event *PostTransaction `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// Optional. W3C Trace Context of the event's producer span ("traceparent" and "tracestate"
+	// header values): the worker links its processing span to it, so each event's trace reaches
+	// the pack that holds its record.
+	Traceparent   string `protobuf:"bytes,2,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate    string `protobuf:"bytes,3,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchedPostTransaction) Reset() {
+	*x = BatchedPostTransaction{}
+	mi := &file_custos_v1_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchedPostTransaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchedPostTransaction) ProtoMessage() {}
+
+func (x *BatchedPostTransaction) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchedPostTransaction.ProtoReflect.Descriptor instead.
+func (*BatchedPostTransaction) Descriptor() ([]byte, []int) {
+	return file_custos_v1_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BatchedPostTransaction) GetEvent() *PostTransaction {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *BatchedPostTransaction) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *BatchedPostTransaction) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
+}
+
 var File_custos_v1_events_proto protoreflect.FileDescriptor
 
 const file_custos_v1_events_proto_rawDesc = "" +
@@ -809,7 +938,16 @@ const file_custos_v1_events_proto_rawDesc = "" +
 	"\vdetected_by\x18\x03 \x01(\tR\n" +
 	"detectedBy\x12\x1a\n" +
 	"\bseverity\x18\x04 \x01(\tR\bseverity\x12+\n" +
-	"\arecords\x18\x05 \x03(\v2\x11.custos.v1.RecordR\arecordsB7Z5github.com/custos-dev/custos/proto/custos/v1;custosv1b\x06proto3"
+	"\arecords\x18\x05 \x03(\v2\x11.custos.v1.RecordR\arecords\"v\n" +
+	"\x14PostTransactionBatch\x12#\n" +
+	"\x04meta\x18\x01 \x01(\v2\x0f.custos.v1.MetaR\x04meta\x129\n" +
+	"\x06events\x18\x02 \x03(\v2!.custos.v1.BatchedPostTransactionR\x06events\"\x8c\x01\n" +
+	"\x16BatchedPostTransaction\x120\n" +
+	"\x05event\x18\x01 \x01(\v2\x1a.custos.v1.PostTransactionR\x05event\x12 \n" +
+	"\vtraceparent\x18\x02 \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\x03 \x01(\tR\n" +
+	"tracestateB7Z5github.com/custos-dev/custos/proto/custos/v1;custosv1b\x06proto3"
 
 var (
 	file_custos_v1_events_proto_rawDescOnce sync.Once
@@ -823,38 +961,43 @@ func file_custos_v1_events_proto_rawDescGZIP() []byte {
 	return file_custos_v1_events_proto_rawDescData
 }
 
-var file_custos_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_custos_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_custos_v1_events_proto_goTypes = []any{
-	(*Meta)(nil),                  // 0: custos.v1.Meta
-	(*Record)(nil),                // 1: custos.v1.Record
-	(*RecordRef)(nil),             // 2: custos.v1.RecordRef
-	(*PostTransaction)(nil),       // 3: custos.v1.PostTransaction
-	(*DeletionRequest)(nil),       // 4: custos.v1.DeletionRequest
-	(*ScheduleTick)(nil),          // 5: custos.v1.ScheduleTick
-	(*ComplianceDeadline)(nil),    // 6: custos.v1.ComplianceDeadline
-	(*ManualRequest)(nil),         // 7: custos.v1.ManualRequest
-	(*SuspiciousActivity)(nil),    // 8: custos.v1.SuspiciousActivity
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Meta)(nil),                   // 0: custos.v1.Meta
+	(*Record)(nil),                 // 1: custos.v1.Record
+	(*RecordRef)(nil),              // 2: custos.v1.RecordRef
+	(*PostTransaction)(nil),        // 3: custos.v1.PostTransaction
+	(*DeletionRequest)(nil),        // 4: custos.v1.DeletionRequest
+	(*ScheduleTick)(nil),           // 5: custos.v1.ScheduleTick
+	(*ComplianceDeadline)(nil),     // 6: custos.v1.ComplianceDeadline
+	(*ManualRequest)(nil),          // 7: custos.v1.ManualRequest
+	(*SuspiciousActivity)(nil),     // 8: custos.v1.SuspiciousActivity
+	(*PostTransactionBatch)(nil),   // 9: custos.v1.PostTransactionBatch
+	(*BatchedPostTransaction)(nil), // 10: custos.v1.BatchedPostTransaction
+	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
 }
 var file_custos_v1_events_proto_depIdxs = []int32{
-	9,  // 0: custos.v1.Meta.time:type_name -> google.protobuf.Timestamp
+	11, // 0: custos.v1.Meta.time:type_name -> google.protobuf.Timestamp
 	2,  // 1: custos.v1.Record.ref:type_name -> custos.v1.RecordRef
 	0,  // 2: custos.v1.PostTransaction.meta:type_name -> custos.v1.Meta
 	1,  // 3: custos.v1.PostTransaction.record:type_name -> custos.v1.Record
 	0,  // 4: custos.v1.DeletionRequest.meta:type_name -> custos.v1.Meta
 	0,  // 5: custos.v1.ScheduleTick.meta:type_name -> custos.v1.Meta
-	9,  // 6: custos.v1.ScheduleTick.scheduled_for:type_name -> google.protobuf.Timestamp
+	11, // 6: custos.v1.ScheduleTick.scheduled_for:type_name -> google.protobuf.Timestamp
 	0,  // 7: custos.v1.ComplianceDeadline.meta:type_name -> custos.v1.Meta
-	9,  // 8: custos.v1.ComplianceDeadline.due:type_name -> google.protobuf.Timestamp
+	11, // 8: custos.v1.ComplianceDeadline.due:type_name -> google.protobuf.Timestamp
 	0,  // 9: custos.v1.ManualRequest.meta:type_name -> custos.v1.Meta
 	1,  // 10: custos.v1.ManualRequest.records:type_name -> custos.v1.Record
 	0,  // 11: custos.v1.SuspiciousActivity.meta:type_name -> custos.v1.Meta
 	1,  // 12: custos.v1.SuspiciousActivity.records:type_name -> custos.v1.Record
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	0,  // 13: custos.v1.PostTransactionBatch.meta:type_name -> custos.v1.Meta
+	10, // 14: custos.v1.PostTransactionBatch.events:type_name -> custos.v1.BatchedPostTransaction
+	3,  // 15: custos.v1.BatchedPostTransaction.event:type_name -> custos.v1.PostTransaction
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_events_proto_init() }
@@ -873,7 +1016,7 @@ func file_custos_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_events_proto_rawDesc), len(file_custos_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

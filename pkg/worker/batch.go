@@ -1,0 +1,244 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/custos-dev/custos/pkg/deadletter"
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/keys"
+	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/telemetry"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
+)
+
+// Headers of a dead-lettered batch entry, besides the usual dead-letter headers: the batch it
+// came in and its place there.
+const (
+	HeaderDLQBatch      = "Custos-Dlq-Batch"
+	HeaderDLQBatchIndex = "Custos-Dlq-Batch-Index"
+)
+
+// rejectedEntry is a batch entry that is dead-lettered instead of backed up.
+type rejectedEntry struct {
+	index  int
+	reason string
+}
+
+// backupBatch backs up a PostTransactionBatch as if each entry had come alone: valid entries
+// are sealed into the class's pack and the message is held until that pack is indexed; each
+// invalid entry, or one of an erased customer, is dead-lettered by itself first. Nothing is
+// acknowledged before its entries are either durable or in the dead-letter stream.
+func (w *Worker) backupBatch(h *heldMsg, b *custosv1.PostTransactionBatch) {
+	links := make([]trace.Link, 0, len(b.GetEvents()))
+	for _, e := range b.GetEvents() {
+		if sc := entrySpanContext(e); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc,
+				Attributes: []attribute.KeyValue{attribute.String("messaging.message.id", e.GetEvent().GetMeta().GetEventId())}})
+		}
+	}
+	for _, l := range links {
+		h.span.AddLink(l)
+	}
+	h.span.SetAttributes(attribute.Int("messaging.batch.message_count", len(b.GetEvents())))
+	items, rejected, err := w.sealBatch(h.ctx, h.seq, b)
+	if err != nil {
+		h.retryLater(err)
+		return
+	}
+	for _, r := range rejected {
+		if err := w.deadLetterEntry(h, b, r.index, r.reason); err != nil {
+			// The dead letters already stored are de-duplicated when the batch comes again.
+			w.log.ErrorContext(h.ctx, "dead-lettering a batch entry failed; batch handed back", "seq", h.seq, "err", err)
+			h.nak(time.Second)
+			return
+		}
+	}
+	h.entries = len(b.GetEvents()) - len(rejected)
+	if len(items) == 0 {
+		w.finish(h)
+		return
+	}
+	w.packers[packerKey(b.GetMeta().GetDataClass(), false)].add(h, items)
+}
+
+// entrySpanContext is the producer span of a batch entry, from its trace context.
+func entrySpanContext(e *custosv1.BatchedPostTransaction) trace.SpanContext {
+	if e.GetTraceparent() == "" {
+		return trace.SpanContext{}
+	}
+	hdr := nats.Header{event.HeaderTraceParent: {e.GetTraceparent()}}
+	if e.GetTracestate() != "" {
+		hdr[event.HeaderTraceState] = []string{e.GetTracestate()}
+	}
+	return trace.SpanContextFromContext(telemetry.Extract(context.Background(), hdr))
+}
+
+// sealBatch seals the valid entries of a batch, each under its own customer's data key, and
+// lists the entries to dead-letter. Like sealInline it is deterministic, so a redelivered batch
+// rebuilds the same pack; an entry's item is the one it would have had alone. An error (a key
+// store that does not answer) means the whole batch is retried.
+func (w *Worker) sealBatch(ctx context.Context, seq uint64, b *custosv1.PostTransactionBatch) ([]pack.Item, []rejectedEntry, error) {
+	_, span := w.tracer.Start(ctx, "encrypt", trace.WithAttributes(attribute.Int("custos.items", len(b.GetEvents()))))
+	defer span.End()
+	items := make([]pack.Item, 0, len(b.GetEvents()))
+	var rejected []rejectedEntry
+	deks := map[string][]byte{} // entries of one customer share its key
+	for i, e := range b.GetEvents() {
+		if err := w.limits.ValidateBatchEntry(b, i); err != nil {
+			rejected = append(rejected, rejectedEntry{i, err.Error()})
+			continue
+		}
+		pt := e.GetEvent()
+		meta, r := pt.GetMeta(), pt.GetRecord()
+		pseudo := w.pseudonym(meta)
+		dek, ok := deks[pseudo]
+		if !ok {
+			var err error
+			dek, err = w.deps.Keys.DataKey(ctx, pseudo)
+			if errors.Is(err, keys.ErrDestroyed) {
+				dek = nil
+			} else if err != nil {
+				span.RecordError(err)
+				return nil, nil, fmt.Errorf("data key: %w", err)
+			}
+			deks[pseudo] = dek
+		}
+		if dek == nil {
+			rejected = append(rejected, rejectedEntry{i, "customer was erased; refusing to back up new data for it"})
+			continue
+		}
+		id := w.itemID(meta, 0)
+		im := pack.ItemMeta{Tenant: meta.GetTenant(), CustomerID: meta.GetCustomerId(), RecordKey: r.GetKey(),
+			EventID: meta.GetEventId(), EventTime: meta.GetTime().AsTime().UTC(), ContentType: r.GetContentType()}
+		var sealed []byte
+		var err error
+		if z := r.GetInlineZstd(); z != nil {
+			sealed, err = w.codec.SealCompressed(dek, pseudo, meta.GetDataClass(), id, im, z, int64(w.cfg.MaxInlineBytes))
+		} else {
+			sealed, err = w.codec.SealItem(dek, pseudo, meta.GetDataClass(), id, im, r.GetInline())
+		}
+		if errors.Is(err, pack.ErrBadCompressed) {
+			rejected = append(rejected, rejectedEntry{i, fmt.Sprintf("events[%d]: record.inline_zstd: %v", i, err)})
+			continue
+		}
+		if err != nil {
+			span.RecordError(err)
+			return nil, nil, fmt.Errorf("seal item: %w", err)
+		}
+		items = append(items, pack.Item{ID: id, Customer: pseudo, Seq: seq, EventTime: im.EventTime, Sealed: sealed})
+	}
+	w.count(func(s *Stats) { s.Items += int64(len(items)) })
+	return items, rejected, nil
+}
+
+// deadLetterEntry records entry i of a batch in the dead-letter stream as the post-transaction
+// event it is: its body sealed under its own customer's data key (so erasing that customer
+// erases it), headers saying which batch it came in. The message id makes a repeat of the same
+// entry (a redelivered batch) a duplicate.
+func (w *Worker) deadLetterEntry(h *heldMsg, b *custosv1.PostTransactionBatch, i int, reason string) error {
+	e := b.GetEvents()[i]
+	pt := e.GetEvent()
+	if pt == nil {
+		pt = &custosv1.PostTransaction{}
+	}
+	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(pt)
+	if err != nil {
+		return err
+	}
+	hdr := nats.Header{}
+	for k, v := range h.msg.Headers() {
+		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "Custos-Dlq-") ||
+			strings.EqualFold(k, event.HeaderTraceParent) || strings.EqualFold(k, event.HeaderTraceState) {
+			continue
+		}
+		hdr[k] = v
+	}
+	meta := pt.GetMeta()
+	hdr.Set(event.HeaderType, event.TypePostTransaction.CEType())
+	hdr.Set(event.HeaderContentType, event.ContentTypeProtobuf)
+	hdr.Del(event.HeaderID)
+	if id := meta.GetEventId(); id != "" && len(id) <= event.MaxEventIDLen && !strings.ContainsAny(id, " \r\n") {
+		hdr.Set(event.HeaderID, id)
+	}
+	if meta.GetTime() != nil && meta.GetTime().CheckValid() == nil {
+		hdr.Set(event.HeaderTime, meta.GetTime().AsTime().UTC().Format(time.RFC3339Nano))
+	}
+	if e.GetTraceparent() != "" && len(e.GetTraceparent()) <= 512 {
+		hdr.Set(event.HeaderTraceParent, e.GetTraceparent())
+	}
+	hdr.Set(HeaderDLQReason, reason)
+	hdr.Set(HeaderDLQSubject, event.TypePostTransaction.Subject())
+	hdr.Set(HeaderDLQSeq, itoa(h.seq))
+	hdr.Set(HeaderDLQDeliveries, itoa(h.delivered))
+	hdr.Set(HeaderDLQTime, w.cfg.Clock().UTC().Format(time.RFC3339Nano))
+	hdr.Set(HeaderDLQBatch, b.GetMeta().GetEventId())
+	hdr.Set(HeaderDLQBatchIndex, strconv.Itoa(i))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx, span := w.tracer.Start(trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(h.ctx)), "dead_letter",
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attribute.Int("custos.batch.index", i)))
+	defer span.End()
+	scope := deadletter.SystemScope
+	if c := meta.GetCustomerId(); c != "" && len(c) <= event.MaxCustomerIDLen && meta.GetTenant() != "" {
+		scope = w.deps.Pseudonyms.Pseudonym(meta.GetTenant(), c)
+	}
+	dek, err := w.deps.Keys.DataKey(ctx, scope)
+	why := ""
+	switch {
+	case errors.Is(err, keys.ErrDestroyed):
+		dek, why = nil, "dropped: the customer was erased"
+	case err != nil:
+		return fmt.Errorf("dead letter key: %w", err)
+	}
+	subj := deadletter.Subject(event.DLQSubjectPrefix, string(event.TypePostTransaction), scope)
+	parts, err := deadletter.Messages(subj, hdr, "dlq-"+itoa(h.seq)+"-"+strconv.Itoa(i), scope, dek, body, why, int(w.deps.JS.Conn().MaxPayload()))
+	for _, p := range parts {
+		if err != nil {
+			break
+		}
+		_, err = w.deps.JS.PublishMsg(ctx, p)
+	}
+	if err != nil {
+		return err
+	}
+	w.log.WarnContext(h.ctx, "batch entry dead-lettered", "seq", h.seq, "index", i, "reason", reason)
+	w.count(func(s *Stats) { s.DeadLettered++ })
+	w.metrics.deadLetter.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(event.TypePostTransaction))))
+	return nil
+}
+
+// deadLetterBatch dead-letters every entry of a batch message that is rejected as a whole
+// (delivered too often, or given up after retries), each under its own customer's key, then
+// terminates the message. It reports false when the body is not a batch; the caller then
+// dead-letters the message as it is.
+func (w *Worker) deadLetterBatch(h *heldMsg, reason string) bool {
+	if h.msg.Subject() != event.TypePostTransactionBatch.Subject() {
+		return false
+	}
+	b := &custosv1.PostTransactionBatch{}
+	if proto.Unmarshal(h.msg.Data(), b) != nil || len(b.GetEvents()) == 0 {
+		return false
+	}
+	for i := range b.GetEvents() {
+		if err := w.deadLetterEntry(h, b, i, reason); err != nil {
+			w.log.ErrorContext(h.ctx, "dead-letter publish failed; batch handed back", "seq", h.seq, "err", err)
+			h.nak(time.Second)
+			return true
+		}
+	}
+	w.log.WarnContext(h.ctx, "batch dead-lettered", "seq", h.seq, "entries", len(b.GetEvents()), "reason", reason)
+	h.term(errors.New(reason))
+	return true
+}

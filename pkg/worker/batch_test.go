@@ -1,0 +1,260 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custos-dev/custos/pkg/deadletter"
+	"github.com/custos-dev/custos/pkg/event"
+	"github.com/custos-dev/custos/pkg/producer"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
+)
+
+// publishBatch publishes entries as one PostTransactionBatch of tenant t1, class critical,
+// the way a producer other than the Go SDK might (entries are not checked here).
+func (b *bundle) publishBatch(id string, meta func(*custosv1.Meta), entries ...*custosv1.PostTransaction) {
+	b.t.Helper()
+	m := &custosv1.PostTransactionBatch{Meta: &custosv1.Meta{EventId: id, Time: timestamppb.Now(), Tenant: "t1", DataClass: "critical"}}
+	if meta != nil {
+		meta(m.Meta)
+	}
+	for _, e := range entries {
+		m.Events = append(m.Events, &custosv1.BatchedPostTransaction{Event: e})
+	}
+	data, err := proto.Marshal(m)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	hdr := nats.Header{event.HeaderSpecVersion: {event.SpecVersion}, event.HeaderID: {id}, event.HeaderSource: {"urn:test"},
+		event.HeaderType: {event.TypePostTransactionBatch.CEType()}, event.HeaderContentType: {event.ContentTypeProtobuf},
+		event.HeaderTime: {m.Meta.GetTime().AsTime().Format(time.RFC3339Nano)}, event.HeaderMsgID: {id}}
+	if _, err := b.ns.JS.PublishMsg(context.Background(), &nats.Msg{Subject: event.TypePostTransactionBatch.Subject(), Header: hdr, Data: data}); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// Events published by a batching producer are backed up like events sent alone, in fewer
+// broker messages, and each event's producer span is linked from the span that processed it.
+func TestBatchesBackedUp(t *testing.T) {
+	b := setup(t)
+	p, err := producer.New(b.ns.JS, "urn:test", producer.WithTracerProvider(b.tp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := b.startWorker()
+	want := map[string][]byte{}
+	const n = 300
+	for i := range n {
+		c, key := fmt.Sprintf("cust-%d", i%30), fmt.Sprintf("rec-%d", i%7)
+		data := []byte(fmt.Sprintf(`{"i":%d,"pad":%q}`, i, strings.Repeat("z", i*7))) // from 1 KiB: compressed
+		if _, err := p.PublishPostTransactionAsync(context.Background(), postTx(fmt.Sprintf("b-%d", i), c, "critical", key, data)); err != nil {
+			t.Fatal(err)
+		}
+		want[c+"/"+key] = data
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.waitSettled()
+	if st := w.Stats(); st.Events != n || st.DeadLettered != 0 || st.Items != n {
+		t.Fatalf("stats %+v, want %d events and items, no dead letters", st, n)
+	}
+	s, err := b.ns.JS.Stream(context.Background(), event.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs := s.CachedInfo().State.LastSeq; msgs == 0 || msgs > n/10 {
+		t.Fatalf("%d broker messages for %d events", msgs, n)
+	}
+	if left := b.eventsLeft(); left != 0 {
+		t.Fatalf("%d messages left in the events stream", left)
+	}
+	rep, out := b.restoreAll()
+	if !rep.OK() {
+		t.Fatalf("restore %+v", rep)
+	}
+	b.checkRestored(out, want)
+
+	linked := map[[16]byte]bool{}
+	for _, s := range named(b.spans.Ended(), "process "+event.TypePostTransactionBatch.Subject()) {
+		for _, l := range s.Links() {
+			linked[l.SpanContext.TraceID()] = true
+		}
+	}
+	sends := named(b.spans.Ended(), "publish "+event.TypePostTransaction.Subject())
+	if len(sends) != n {
+		t.Fatalf("%d producer spans, want %d", len(sends), n)
+	}
+	for _, s := range sends {
+		if !linked[s.SpanContext().TraceID()] {
+			t.Fatalf("producer span of trace %s is not linked from any processing span", s.SpanContext().TraceID())
+		}
+	}
+}
+
+// One bad entry does not take its batch with it: each invalid entry, and the entry of an erased
+// customer, is dead-lettered alone (sealed under its own customer's key, or without its body
+// for the erased one); the others are backed up and the batch leaves the stream.
+func TestBatchEntriesDeadLetteredAlone(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	gone := b.kms.Pseudonym("t1", "c-gone")
+	if _, err := b.keys.DataKey(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.keys.Destroy(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	w := b.startWorker()
+	noKey := postTx("e-1", "c-bad", "critical", "k", []byte("x"))
+	noKey.Record.Key = ""
+	otherClass := postTx("e-2", "c-other", "important", "k", []byte("x"))
+	badZstd := postTx("e-3", "c-zstd", "critical", "k", nil)
+	badZstd.Record.Source = &custosv1.Record_InlineZstd{InlineZstd: []byte("not zstd at all")}
+	b.publishBatch("batch-1", nil,
+		postTx("e-0", "c-ok-1", "critical", "k", []byte("one")),
+		noKey, otherClass, badZstd,
+		postTx("e-4", "c-gone", "critical", "k", []byte("erased")),
+		postTx("e-5", "c-ok-2", "critical", "k", []byte("two")))
+	b.waitSettled()
+	if st := w.Stats(); st.Events != 2 || st.DeadLettered != 4 {
+		t.Fatalf("stats %+v, want 2 events backed up and 4 dead-lettered", st)
+	}
+	dl := b.dlq()
+	if len(dl) != 4 {
+		t.Fatalf("%d dead letters, want 4", len(dl))
+	}
+	wantScope := map[string]string{"1": b.kms.Pseudonym("t1", "c-bad"), "2": b.kms.Pseudonym("t1", "c-other"),
+		"3": b.kms.Pseudonym("t1", "c-zstd"), "4": gone}
+	wantReason := map[string]string{"1": "key", "2": "data class", "3": "inline_zstd", "4": "erased"}
+	for _, m := range dl {
+		i := m.Header.Get(HeaderDLQBatchIndex)
+		if m.Header.Get(HeaderDLQBatch) != "batch-1" || wantScope[i] == "" {
+			t.Fatalf("dead letter of batch %q entry %q", m.Header.Get(HeaderDLQBatch), i)
+		}
+		if want := event.DLQSubjectPrefix + "post_transaction." + wantScope[i]; m.Subject != want {
+			t.Errorf("entry %s dead-lettered on %s, want %s", i, m.Subject, want)
+		}
+		if r := m.Header.Get(HeaderDLQReason); !strings.Contains(r, wantReason[i]) {
+			t.Errorf("entry %s: reason %q does not mention %q", i, r, wantReason[i])
+		}
+		if got := m.Header.Get(HeaderDLQSubject); got != event.TypePostTransaction.Subject() {
+			t.Errorf("entry %s: original subject %q", i, got)
+		}
+		body, err := deadletter.Open(ctx, b.keys, []deadletter.Part{{Header: m.Header, Data: m.Data}})
+		if i == "4" {
+			if m.Header.Get(HeaderDLQBody) == "" || err == nil {
+				t.Errorf("the erased customer's entry kept its body (err %v)", err)
+			}
+			continue
+		}
+		var pt custosv1.PostTransaction
+		if err != nil || proto.Unmarshal(body, &pt) != nil || pt.GetMeta().GetEventId() != "e-"+i {
+			t.Errorf("entry %s: dead letter does not open to its event: %v", i, err)
+		}
+		if strings.Contains(string(m.Data), "c-") {
+			t.Errorf("entry %s: a raw customer id in the dead letter's data", i)
+		}
+	}
+	if left := b.eventsLeft(); left != 0 {
+		t.Fatalf("%d messages left in the events stream", left)
+	}
+	rep, out := b.restoreAll()
+	if !rep.OK() {
+		t.Fatalf("restore %+v", rep)
+	}
+	b.checkRestored(out, map[string][]byte{"c-ok-1/k": []byte("one"), "c-ok-2/k": []byte("two")})
+}
+
+// A batch rejected as a whole (its envelope is invalid) is dead-lettered entry by entry, each
+// under its own customer's key, so that erasing one customer erases its entry.
+func TestInvalidBatchDeadLetteredByEntry(t *testing.T) {
+	b := setup(t)
+	b.startWorker()
+	b.publishBatch("batch-bad", func(m *custosv1.Meta) { m.CustomerId = "c-1" },
+		postTx("x-0", "c-1", "critical", "k", []byte("a")), postTx("x-1", "c-2", "critical", "k", []byte("b")))
+	b.waitSettled()
+	dl := b.dlq()
+	if len(dl) != 2 {
+		t.Fatalf("%d dead letters, want one per entry", len(dl))
+	}
+	scopes := map[string]bool{}
+	for _, m := range dl {
+		scopes[m.Header.Get(deadletter.HeaderScope)] = true
+		if !strings.Contains(m.Header.Get(HeaderDLQReason), "meta.customer_id") {
+			t.Errorf("reason %q", m.Header.Get(HeaderDLQReason))
+		}
+	}
+	if !scopes[b.kms.Pseudonym("t1", "c-1")] || !scopes[b.kms.Pseudonym("t1", "c-2")] {
+		t.Fatalf("dead letters sealed under %v, want each entry's customer", scopes)
+	}
+	if left := b.eventsLeft(); left != 0 {
+		t.Fatalf("%d messages left in the events stream", left)
+	}
+}
+
+// A worker killed after a batch's pack intent rebuilds the same pack on redelivery; when a
+// customer of the batch was erased in between, the intent is abandoned and the batch backed up
+// again as new: the erased customer's entry is dead-lettered without its body, the rest durable.
+func TestBatchRedeliveredAfterCrash(t *testing.T) {
+	for _, erase := range []bool{false, true} {
+		t.Run(fmt.Sprintf("erased=%v", erase), func(t *testing.T) {
+			b := setup(t, func(c *Config) { c.PackMaxDelay = 100 * time.Millisecond; c.AckWait = time.Second })
+			ctx := context.Background()
+			var crashed atomic.Bool
+			b.cfg.testAfterIntent = func(string) error {
+				if !crashed.CompareAndSwap(false, true) {
+					return nil
+				}
+				if erase {
+					if err := b.keys.Destroy(ctx, b.kms.Pseudonym("t1", "c-2")); err != nil {
+						return err
+					}
+				}
+				return errors.New("simulated crash after the intent")
+			}
+			w := b.startWorker()
+			var entries []*custosv1.PostTransaction
+			want := map[string][]byte{}
+			for i := range 5 {
+				c := fmt.Sprintf("c-%d", i)
+				entries = append(entries, postTx("r-"+c, c, "critical", "k", []byte("data of "+c)))
+				want[c+"/k"] = []byte("data of " + c)
+			}
+			b.publishBatch("batch-r", nil, entries...)
+			b.waitSettled()
+			st := w.Stats()
+			if !crashed.Load() || st.Redelivered == 0 {
+				t.Fatalf("stats %+v: the crash did not happen or nothing was redelivered", st)
+			}
+			wantDead := 0
+			if erase {
+				wantDead = 1
+				delete(want, "c-2/k")
+			}
+			if dl := b.dlq(); len(dl) != wantDead {
+				t.Fatalf("%d dead letters, want %d", len(dl), wantDead)
+			}
+			if st.Events != int64(len(want)) {
+				t.Fatalf("stats %+v, want %d events", st, len(want))
+			}
+			rep, out := b.restoreAll()
+			if !rep.OK() {
+				t.Fatalf("restore %+v", rep)
+			}
+			b.checkRestored(out, want)
+			if rep.Records != len(want) {
+				t.Fatalf("restored %d records, want %d (one copy each)", rep.Records, len(want))
+			}
+		})
+	}
+}
