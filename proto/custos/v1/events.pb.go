@@ -1,5 +1,6 @@
 // Custos trigger events: the contract between application services (producers) and Custos
-// workers. Every event travels on NATS JetStream as one message whose CloudEvents 1.0 attributes
+// workers. Every event travels on NATS JetStream as one message (post-transaction events may also
+// travel many to a message, as a PostTransactionBatch) whose CloudEvents 1.0 attributes
 // are ce-* headers and whose data is one of the messages below, encoded as protobuf
 // ("application/protobuf") or protobuf JSON ("application/json"). docs/events.md is the full wire
 // contract: subjects, headers, size limits and validation.
@@ -757,7 +758,7 @@ func (x *SuspiciousActivity) GetRecords() []*Record {
 
 // PostTransactionBatch: several post-transaction events of one tenant and one data class in a
 // single message, so the broker stores, delivers and acknowledges one message for many records.
-// pkg/producer sends these for PublishAsync (docs/events.md section 9). Each entry is a complete
+// pkg/producer sends these for PublishAsync (docs/events.md section 13). Each entry is a complete
 // PostTransaction with its own meta and event id and is handled as if it had come alone: the
 // worker backs up the valid entries and dead-letters each invalid one by itself (as a
 // post_transaction dead letter); the message is acknowledged once every valid entry is durable.
