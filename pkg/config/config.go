@@ -124,6 +124,8 @@ type Class struct {
 // Worker tunes the worker; zero values take the worker's defaults.
 type Worker struct {
 	MaxInFlight    int           `yaml:"max_in_flight"`
+	// MaxInFlightBytes bounds the bytes of the messages a worker holds at once.
+	MaxInFlightBytes int64 `yaml:"max_in_flight_bytes"`
 	PackMaxBytes   int           `yaml:"pack_max_bytes"`
 	PackMaxItems   int           `yaml:"pack_max_items"`
 	PackMaxDelay   time.Duration `yaml:"pack_max_delay"`

@@ -127,7 +127,7 @@ func WorkerConfig(cfg *config.Config, classes map[string]worker.Class, parts *co
 	wc := cfg.Worker
 	return worker.Config{
 		Classes: classes, Targets: parts.Targets, Logger: log,
-		MaxInFlight: wc.MaxInFlight, PackMaxBytes: wc.PackMaxBytes, PackMaxItems: wc.PackMaxItems,
+		MaxInFlight: wc.MaxInFlight, MaxInFlightBytes: wc.MaxInFlightBytes, PackMaxBytes: wc.PackMaxBytes, PackMaxItems: wc.PackMaxItems,
 		PackMaxDelay: wc.PackMaxDelay, AckWait: wc.AckWait, MaxDeliver: wc.MaxDeliver,
 		MaxInlineBytes: wc.MaxInlineBytes, SpoolDir: cfg.Path(wc.SpoolDir), DrainTimeout: wc.DrainTimeout,
 		ReplicaGrace: wc.ReplicaGrace, MaxRecordBytes: wc.MaxRecordBytes, TaskConcurrency: wc.TaskConcurrency,

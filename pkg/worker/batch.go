@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
@@ -40,16 +41,7 @@ type rejectedEntry struct {
 // invalid entry, or one of an erased customer, is dead-lettered by itself first. Nothing is
 // acknowledged before its entries are either durable or in the dead-letter stream.
 func (w *Worker) backupBatch(h *heldMsg, b *custosv1.PostTransactionBatch) {
-	links := make([]trace.Link, 0, len(b.GetEvents()))
-	for _, e := range b.GetEvents() {
-		if sc := entrySpanContext(e); sc.IsValid() {
-			links = append(links, trace.Link{SpanContext: sc,
-				Attributes: []attribute.KeyValue{attribute.String("messaging.message.id", e.GetEvent().GetMeta().GetEventId())}})
-		}
-	}
-	for _, l := range links {
-		h.span.AddLink(l)
-	}
+	w.startEntrySpans(h, b)
 	h.span.SetAttributes(attribute.Int("messaging.batch.message_count", len(b.GetEvents())))
 	items, rejected, err := w.sealBatch(h.ctx, h.seq, b)
 	if err != nil {
@@ -70,6 +62,56 @@ func (w *Worker) backupBatch(h *heldMsg, b *custosv1.PostTransactionBatch) {
 		return
 	}
 	w.packers[packerKey(b.GetMeta().GetDataClass(), false)].add(h, items)
+}
+
+// startEntrySpans starts a process span for each entry that carries its producer's trace
+// context, as a child of that producer span: each event's own trace shows its processing, as
+// if it had come alone. Each links to the batch's process span, and gets the link to its pack
+// commit; it ends when the batch is settled, or when its entry is dead-lettered.
+func (w *Worker) startEntrySpans(h *heldMsg, b *custosv1.PostTransactionBatch) {
+	batch := trace.Link{SpanContext: h.span.SpanContext(),
+		Attributes: []attribute.KeyValue{attribute.String("custos.link", "batch")}}
+	spans := make([]trace.Span, len(b.GetEvents()))
+	defer func() {
+		h.spansMu.Lock()
+		h.entrySpans = spans
+		h.spansMu.Unlock()
+	}()
+	for i, e := range b.GetEvents() {
+		sc := entrySpanContext(e)
+		if !sc.IsValid() {
+			continue
+		}
+		_, spans[i] = w.tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), sc),
+			"process "+event.TypePostTransaction.Subject(), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(batch),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.operation.type", "process"),
+				attribute.String("messaging.message.id", e.GetEvent().GetMeta().GetEventId()),
+				attribute.Int64("messaging.nats.stream.sequence", int64(h.seq)),
+				attribute.Int("custos.batch.index", i)))
+	}
+}
+
+// endEntrySpan ends entry i's span, if it has one. Ending a span twice does nothing, so the
+// settle that ends them all may follow a dead letter that ended one.
+func (h *heldMsg) endEntrySpan(i int, err error) {
+	spans := h.spans()
+	if i >= len(spans) || spans[i] == nil {
+		return
+	}
+	if err != nil {
+		spans[i].RecordError(err)
+		spans[i].SetStatus(codes.Error, err.Error())
+	}
+	spans[i].End()
+}
+
+// spans returns the entry spans (nil for a message that is not a batch).
+func (h *heldMsg) spans() []trace.Span {
+	h.spansMu.Lock()
+	defer h.spansMu.Unlock()
+	return h.entrySpans
 }
 
 // entrySpanContext is the producer span of a batch entry, from its trace context.
@@ -213,6 +255,7 @@ func (w *Worker) deadLetterEntry(h *heldMsg, b *custosv1.PostTransactionBatch, i
 	if err != nil {
 		return err
 	}
+	h.endEntrySpan(i, errors.New("dead-lettered: "+reason))
 	w.log.WarnContext(h.ctx, "batch entry dead-lettered", "seq", h.seq, "index", i, "reason", reason)
 	w.count(func(s *Stats) { s.DeadLettered++ })
 	w.metrics.deadLetter.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(event.TypePostTransaction))))

@@ -43,61 +43,96 @@ func (b *bundle) publishBatch(id string, meta func(*custosv1.Meta), entries ...*
 }
 
 // Events published by a batching producer are backed up like events sent alone, in fewer
-// broker messages, and each event's producer span is linked from the span that processed it.
+// broker messages; each event's trace holds a process span of its own, child of its producer
+// span and linked to the commit of the pack that holds its record. With a byte budget smaller
+// than a batch, the worker holds one batch at a time and still gets through.
 func TestBatchesBackedUp(t *testing.T) {
-	b := setup(t)
-	p, err := producer.New(b.ns.JS, "urn:test", producer.WithTracerProvider(b.tp))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := b.startWorker()
-	want := map[string][]byte{}
-	const n = 300
-	for i := range n {
-		c, key := fmt.Sprintf("cust-%d", i%30), fmt.Sprintf("rec-%d", i%7)
-		data := []byte(fmt.Sprintf(`{"i":%d,"pad":%q}`, i, strings.Repeat("z", i*7))) // from 1 KiB: compressed
-		if _, err := p.PublishPostTransactionAsync(context.Background(), postTx(fmt.Sprintf("b-%d", i), c, "critical", key, data)); err != nil {
-			t.Fatal(err)
-		}
-		want[c+"/"+key] = data
-	}
-	if err := p.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	b.waitSettled()
-	if st := w.Stats(); st.Events != n || st.DeadLettered != 0 || st.Items != n {
-		t.Fatalf("stats %+v, want %d events and items, no dead letters", st, n)
-	}
-	s, err := b.ns.JS.Stream(context.Background(), event.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if msgs := s.CachedInfo().State.LastSeq; msgs == 0 || msgs > n/10 {
-		t.Fatalf("%d broker messages for %d events", msgs, n)
-	}
-	if left := b.eventsLeft(); left != 0 {
-		t.Fatalf("%d messages left in the events stream", left)
-	}
-	rep, out := b.restoreAll()
-	if !rep.OK() {
-		t.Fatalf("restore %+v", rep)
-	}
-	b.checkRestored(out, want)
+	for _, budget := range []int64{0, 1} {
+		t.Run(fmt.Sprintf("max_in_flight_bytes=%d", budget), func(t *testing.T) {
+			b := setup(t, func(c *Config) { c.MaxInFlightBytes = budget })
+			p, err := producer.New(b.ns.JS, "urn:test", producer.WithTracerProvider(b.tp), producer.WithBatching(50, 2*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var largest atomic.Int64 // the largest batch message's data
+			sub, err := b.ns.Conn.Subscribe(event.TypePostTransactionBatch.Subject(), func(m *nats.Msg) {
+				if n := int64(len(m.Data)); n > largest.Load() {
+					largest.Store(n)
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			want := map[string][]byte{}
+			const n = 300
+			for i := range n {
+				c, key := fmt.Sprintf("cust-%d", i%30), fmt.Sprintf("rec-%d", i%7)
+				data := []byte(fmt.Sprintf(`{"i":%d,"pad":%q}`, i, strings.Repeat("z", i*7))) // from 1 KiB: compressed
+				if _, err := p.PublishPostTransactionAsync(context.Background(), postTx(fmt.Sprintf("b-%d", i), c, "critical", key, data)); err != nil {
+					t.Fatal(err)
+				}
+				want[c+"/"+key] = data
+			}
+			if err := p.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.ns.Conn.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			w := b.startWorker() // a backlog of batches waits for it
+			b.waitSettled()
+			st := w.Stats()
+			if st.Events != n || st.DeadLettered != 0 || st.Items != n {
+				t.Fatalf("stats %+v, want %d events and items, no dead letters", st, n)
+			}
+			s, err := b.ns.JS.Stream(context.Background(), event.StreamName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs := s.CachedInfo().State.LastSeq
+			if msgs == 0 || msgs > n/10 {
+				t.Fatalf("%d broker messages for %d events", msgs, n)
+			}
+			if budget == 1 && (st.PeakHeldBytes == 0 || st.PeakHeldBytes > largest.Load()) {
+				t.Fatalf("held up to %d bytes at once with a budget of one byte, the largest batch is %d: more than one batch", st.PeakHeldBytes, largest.Load())
+			}
+			t.Logf("%d batches, the largest %d bytes; held at most %d bytes at once", msgs, largest.Load(), st.PeakHeldBytes)
+			if left := b.eventsLeft(); left != 0 {
+				t.Fatalf("%d messages left in the events stream", left)
+			}
+			rep, out := b.restoreAll()
+			if !rep.OK() {
+				t.Fatalf("restore %+v", rep)
+			}
+			b.checkRestored(out, want)
 
-	linked := map[[16]byte]bool{}
-	for _, s := range named(b.spans.Ended(), "process "+event.TypePostTransactionBatch.Subject()) {
-		for _, l := range s.Links() {
-			linked[l.SpanContext.TraceID()] = true
-		}
-	}
-	sends := named(b.spans.Ended(), "publish "+event.TypePostTransaction.Subject())
-	if len(sends) != n {
-		t.Fatalf("%d producer spans, want %d", len(sends), n)
-	}
-	for _, s := range sends {
-		if !linked[s.SpanContext().TraceID()] {
-			t.Fatalf("producer span of trace %s is not linked from any processing span", s.SpanContext().TraceID())
-		}
+			waitFor(t, 5*time.Second, "entry spans", func() bool {
+				return len(named(b.spans.Ended(), "process "+event.TypePostTransaction.Subject())) >= n
+			})
+			spans := b.spans.Ended()
+			commits := map[[8]byte]bool{}
+			for _, c := range named(spans, "pack.commit") {
+				commits[c.SpanContext().SpanID()] = true
+			}
+			processed := map[[8]byte]bool{} // producer span id -> has a process span linked to a commit
+			for _, s := range named(spans, "process "+event.TypePostTransaction.Subject()) {
+				for _, l := range s.Links() {
+					if commits[l.SpanContext.SpanID()] {
+						processed[s.Parent().SpanID()] = true
+					}
+				}
+			}
+			sends := named(spans, "publish "+event.TypePostTransaction.Subject())
+			if len(sends) != n {
+				t.Fatalf("%d producer spans, want %d", len(sends), n)
+			}
+			for _, s := range sends {
+				if !processed[s.SpanContext().SpanID()] {
+					t.Fatalf("producer span %s has no process span child linked to its pack commit", s.SpanContext().SpanID())
+				}
+			}
+		})
 	}
 }
 

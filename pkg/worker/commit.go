@@ -67,8 +67,15 @@ func (w *Worker) commit(b *batch) {
 	// the pack commit, under which the target writes are children.
 	for _, h := range b.events {
 		h.span.SetAttributes(attribute.String("custos.pack.id", built.Manifest.Pack))
-		h.span.AddLink(trace.Link{SpanContext: span.SpanContext(),
-			Attributes: []attribute.KeyValue{attribute.String("custos.link", "pack.commit")}})
+		commitLink := trace.Link{SpanContext: span.SpanContext(),
+			Attributes: []attribute.KeyValue{attribute.String("custos.link", "pack.commit")}}
+		h.span.AddLink(commitLink)
+		for _, es := range h.spans() { // a batch's entries (batch.go)
+			if es != nil {
+				es.SetAttributes(attribute.String("custos.pack.id", built.Manifest.Pack))
+				es.AddLink(commitLink)
+			}
+		}
 	}
 	if b.packID != "" && b.packID != built.Manifest.Pack {
 		// The events no longer seal to the same items: a customer of the pack was erased since

@@ -53,6 +53,10 @@ type Config struct {
 	// MaxInFlight bounds events held at once by this worker (received, not yet acknowledged).
 	// Default 4096.
 	MaxInFlight int
+	// MaxInFlightBytes bounds the bytes of the messages held at once (one message is always
+	// taken, whatever its size): batches of events (docs/events.md section 13) are up to half a
+	// MiB each, so MaxInFlight alone would let a backlog fill memory. Default 64 MiB.
+	MaxInFlightBytes int64
 	// PackMaxBytes, PackMaxItems and PackMaxDelay bound a pack: it is written when any is reached.
 	// Defaults 8 MiB, 4096 items, 50 ms.
 	PackMaxBytes int
@@ -119,6 +123,9 @@ type Config struct {
 func (c *Config) setDefaults() error {
 	if c.Consumer == "" {
 		c.Consumer = "custos-workers"
+	}
+	if c.MaxInFlightBytes <= 0 {
+		c.MaxInFlightBytes = 64 << 20
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 4096

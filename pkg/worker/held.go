@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,6 +35,12 @@ type heldMsg struct {
 	// number entries; Stats.Events counts those.
 	batch   bool
 	entries int
+	// bytes is the message's data size, counted against MaxInFlightBytes until it is settled.
+	bytes int64
+	// entrySpans are the process spans of a batch's entries, each in its event's own trace,
+	// ended when the message is settled (batch.go).
+	entrySpans []trace.Span
+	spansMu    sync.Mutex
 }
 
 func (w *Worker) hold(msg jetstream.Msg) *heldMsg {
@@ -59,6 +67,10 @@ func (h *heldMsg) settle(f func() error, outcome string, err error) {
 	w := h.w
 	w.mu.Lock()
 	delete(w.held, h)
+	if h.bytes > 0 {
+		w.heldBytes -= h.bytes
+		w.bytesFree.Broadcast()
+	}
 	if outcome == "ack" {
 		if h.batch {
 			w.stats.Events += int64(h.entries)
@@ -68,6 +80,16 @@ func (h *heldMsg) settle(f func() error, outcome string, err error) {
 		delete(w.lastErr, h.seq)
 	}
 	w.mu.Unlock()
+	for i := range h.spans() {
+		var serr error
+		if outcome != "ack" {
+			serr = err
+			if serr == nil {
+				serr = errors.New(outcome)
+			}
+		}
+		h.endEntrySpan(i, serr)
+	}
 	if h.span != nil {
 		if err != nil {
 			h.span.RecordError(err)

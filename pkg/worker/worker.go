@@ -68,6 +68,8 @@ type Stats struct {
 	// up after their last delivery.
 	SnapshotTasks   int64
 	SnapshotsFailed int64
+	// PeakHeldBytes is the most message bytes this worker held at once (MaxInFlightBytes).
+	PeakHeldBytes int64
 }
 
 // Worker is one worker process's consumer. Start it once; Stop drains it.
@@ -98,6 +100,9 @@ type Worker struct {
 
 	mu      sync.Mutex
 	held    map[*heldMsg]struct{}
+	// heldBytes is the size of the held messages' data; bytesFree is signalled when it falls.
+	heldBytes int64
+	bytesFree *sync.Cond
 	stats   Stats
 	lastErr map[uint64]string
 
@@ -139,6 +144,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 		held:    map[*heldMsg]struct{}{},
 		lastErr: map[uint64]string{},
 	}
+	w.bytesFree = sync.NewCond(&w.mu)
 	for _, t := range cfg.Targets {
 		w.targets[t.Name()] = t
 	}
@@ -208,6 +214,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("worker: consumer %s: %w", w.cfg.Consumer, err)
 	}
 	w.runCtx, w.cancel = context.WithCancel(context.Background())
+	context.AfterFunc(w.runCtx, w.wakeBytes) // a consume loop waiting for room stops
 	w.workCtx, w.abortWork = context.WithCancel(context.Background())
 	w.intents = newIntentTable(w.deps.JS, w.log)
 	if err := w.intents.start(w.runCtx, w.cfg.Clock().Add(-w.intentHorizon())); err != nil {
@@ -215,7 +222,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	batchSize := min(w.cfg.MaxInFlight, 1024)
-	w.iter, err = cons.Messages(jetstream.PullMaxMessages(batchSize))
+	// The client buffers at most a pull's worth of messages; the byte bound keeps a pull of
+	// batches (up to half a MiB each) from buffering hundreds of MiB.
+	pullBytes := int(min(max(w.cfg.MaxInFlightBytes/4, 2*int64(w.cfg.MaxEventBytes)), 1<<30))
+	w.iter, err = cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(batchSize, pullBytes))
 	if err != nil {
 		w.cancel()
 		return fmt.Errorf("worker: consume: %w", err)
@@ -335,6 +345,7 @@ wait:
 // handBack naks every held event so another worker takes it now.
 func (w *Worker) handBack(why string) {
 	w.handedBack.Store(true)
+	w.wakeBytes()
 	w.abortWork()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -384,12 +395,34 @@ func (w *Worker) consume() {
 		}
 		w.work.Add(1)
 		h := w.hold(msg)
+		w.reserveBytes(h)
 		if w.handedBack.Load() {
 			h.nak(0)
 			continue
 		}
 		w.inbox <- h
 	}
+}
+
+// reserveBytes counts h's data against MaxInFlightBytes, first waiting until the held messages
+// leave room for it (one message is always taken) or the worker stops. h is already held, so it
+// gets heartbeats while it waits.
+func (w *Worker) reserveBytes(h *heldMsg) {
+	n := int64(len(h.msg.Data()))
+	w.mu.Lock()
+	for w.heldBytes > 0 && w.heldBytes+n > w.cfg.MaxInFlightBytes && w.runCtx.Err() == nil && !w.handedBack.Load() {
+		w.bytesFree.Wait()
+	}
+	w.heldBytes += n
+	w.stats.PeakHeldBytes = max(w.stats.PeakHeldBytes, w.heldBytes)
+	h.bytes = n
+	w.mu.Unlock()
+}
+
+func (w *Worker) wakeBytes() {
+	w.mu.Lock()
+	w.bytesFree.Broadcast()
+	w.mu.Unlock()
 }
 
 // heartbeat tells the server that held events are still being worked on.
