@@ -33,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/producer"
 	"github.com/custos-dev/custos/pkg/repository"
 	"github.com/custos-dev/custos/pkg/target"
@@ -54,6 +55,7 @@ var (
 	records    = flag.Int("records", 20000, "records (~10 KiB of JSON each) in the peer section's data set")
 	resticBin  = flag.String("restic", "", "restic binary for the peer section (default: deploy/bench/install-restic.sh installs it)")
 	cliBin     = flag.String("cli-bin", "", "custos CLI binary, for restores (default: build from this checkout)")
+	batching   = flag.Bool("batch", true, "producers batch post-transaction events (the SDK's default); -batch=false sends one message per event, for an A/B")
 )
 
 func main() {
@@ -80,6 +82,14 @@ func bench(name string, v float64, unit string) { fmt.Printf("BENCH %s %.3f %s\n
 // between sections: on ext4 without a journal, removing many files makes creating files slow
 // for minutes after (docs/performance.md), which would fall on the next section's figures.
 var leftovers []string
+
+// producerOpts are the bench producers' options (-batch).
+func producerOpts() []producer.Option {
+	if *batching {
+		return nil
+	}
+	return []producer.Option{producer.WithBatching(1, 0)}
+}
 
 // removeAtExit queues dir for removal when the bench ends.
 func removeAtExit(dir string) { leftovers = append(leftovers, dir) }
@@ -314,6 +324,15 @@ func endToEnd(ctx context.Context, bin string, n int, payload []byte) (float64, 
 		}
 		bench("e2e_worker_cpu_us_per_event", c.worker, "us")
 		bench("e2e_broker_producer_cpu_us_per_event", c.broker, "us")
+		// The producer batches post-transaction events (docs/events.md section 13); the raw
+		// baseline sends one message per event.
+		st, err := s.JS.Stream(ctx, event.StreamName)
+		if err != nil {
+			return err
+		}
+		if msgs := st.CachedInfo().State.LastSeq; msgs > 0 {
+			bench("e2e_events_per_broker_message", float64(n+1000)/float64(msgs), "events")
+		}
 		if err := verifyBench(ctx, s); err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
@@ -481,7 +500,7 @@ func timedEventsCPU(ctx context.Context, s *harness.Stack, w *harness.Worker, n 
 }
 
 func publishN(ctx context.Context, s *harness.Stack, from, n int, payload []byte) error {
-	p, err := producer.New(s.JS, "urn:custos:bench")
+	p, err := producer.New(s.JS, "urn:custos:bench", producerOpts()...)
 	if err != nil {
 		return err
 	}
@@ -537,7 +556,7 @@ func latency(ctx context.Context, bin string, rate float64, d time.Duration, pay
 		return 0, 0, err
 	}
 	defer sub.Unsubscribe()
-	p, err := producer.New(s.JS, "urn:custos:bench")
+	p, err := producer.New(s.JS, "urn:custos:bench", producerOpts()...)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -616,7 +635,7 @@ func largeItem(ctx context.Context, bin string, size int64) (float64, float64, e
 		return 0, 0, err
 	}
 	defer w.Stop(time.Minute)
-	p, err := producer.New(s.JS, "urn:custos:bench")
+	p, err := producer.New(s.JS, "urn:custos:bench", producerOpts()...)
 	if err != nil {
 		return 0, 0, err
 	}

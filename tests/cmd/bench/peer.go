@@ -496,7 +496,7 @@ func waitConsumer(ctx context.Context, s *harness.Stack) error {
 // and waits until every one is durable in the target. It returns the cost (the worker's CPU)
 // and this process's CPU over the same time (the embedded broker and the producer).
 func (e *eventPath) publish(ctx context.Context, d *dataset, idx []int, version int) (cost, float64, error) {
-	p, err := producer.New(e.s.JS, "urn:custos:bench")
+	p, err := producer.New(e.s.JS, "urn:custos:bench", producerOpts()...)
 	if err != nil {
 		return cost{}, 0, err
 	}
@@ -601,7 +601,7 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 	if err := waitConsumer(ctx, s); err != nil {
 		return err
 	}
-	p, err := producer.New(s.JS, "urn:custos:bench")
+	p, err := producer.New(s.JS, "urn:custos:bench", producerOpts()...)
 	if err != nil {
 		return err
 	}
