@@ -123,17 +123,17 @@ type Class struct {
 
 // Worker tunes the worker; zero values take the worker's defaults.
 type Worker struct {
-	MaxInFlight    int           `yaml:"max_in_flight"`
+	MaxInFlight int `yaml:"max_in_flight"`
 	// MaxInFlightBytes bounds the bytes of the messages a worker holds at once.
-	MaxInFlightBytes int64 `yaml:"max_in_flight_bytes"`
-	PackMaxBytes   int           `yaml:"pack_max_bytes"`
-	PackMaxItems   int           `yaml:"pack_max_items"`
-	PackMaxDelay   time.Duration `yaml:"pack_max_delay"`
-	AckWait        time.Duration `yaml:"ack_wait"`
-	MaxDeliver     int           `yaml:"max_deliver"`
-	MaxInlineBytes int           `yaml:"max_inline_bytes"`
-	SpoolDir       string        `yaml:"spool_dir"`
-	DrainTimeout   time.Duration `yaml:"drain_timeout"`
+	MaxInFlightBytes int64         `yaml:"max_in_flight_bytes"`
+	PackMaxBytes     int           `yaml:"pack_max_bytes"`
+	PackMaxItems     int           `yaml:"pack_max_items"`
+	PackMaxDelay     time.Duration `yaml:"pack_max_delay"`
+	AckWait          time.Duration `yaml:"ack_wait"`
+	MaxDeliver       int           `yaml:"max_deliver"`
+	MaxInlineBytes   int           `yaml:"max_inline_bytes"`
+	SpoolDir         string        `yaml:"spool_dir"`
+	DrainTimeout     time.Duration `yaml:"drain_timeout"`
 	// ReplicaGrace is how long a pack write waits for the remaining targets once min_replicas
 	// hold it; RepairInterval is how often the repairer looks for missing replicas.
 	ReplicaGrace   time.Duration `yaml:"replica_grace"`

@@ -236,23 +236,8 @@ func (w *Worker) deadLetterEntry(h *heldMsg, b *custosv1.PostTransactionBatch, i
 	if c := meta.GetCustomerId(); c != "" && len(c) <= event.MaxCustomerIDLen && meta.GetTenant() != "" {
 		scope = w.deps.Pseudonyms.Pseudonym(meta.GetTenant(), c)
 	}
-	dek, err := w.deps.Keys.DataKey(ctx, scope)
-	why := ""
-	switch {
-	case errors.Is(err, keys.ErrDestroyed):
-		dek, why = nil, "dropped: the customer was erased"
-	case err != nil:
-		return fmt.Errorf("dead letter key: %w", err)
-	}
-	subj := deadletter.Subject(event.DLQSubjectPrefix, string(event.TypePostTransaction), scope)
-	parts, err := deadletter.Messages(subj, hdr, "dlq-"+itoa(h.seq)+"-"+strconv.Itoa(i), scope, dek, body, why, int(w.deps.JS.Conn().MaxPayload()))
-	for _, p := range parts {
-		if err != nil {
-			break
-		}
-		_, err = w.deps.JS.PublishMsg(ctx, p)
-	}
-	if err != nil {
+	id := "dlq-" + itoa(h.seq) + "-" + strconv.Itoa(i)
+	if _, err := w.storeDeadLetter(ctx, string(event.TypePostTransaction), scope, id, hdr, body); err != nil {
 		return err
 	}
 	h.endEntrySpan(i, errors.New("dead-lettered: "+reason))

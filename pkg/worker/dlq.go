@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -55,34 +56,41 @@ func (w *Worker) deadLetter(h *heldMsg, reason string) {
 			scope = deadletter.SystemScope
 		}
 	}
+	typ := strings.TrimPrefix(msg.Subject(), event.SubjectPrefix)
+	parts, err := w.storeDeadLetter(ctx, typ, scope, "dlq-"+itoa(h.seq), hdr, msg.Data())
+	if err != nil {
+		w.log.ErrorContext(h.ctx, "dead letter not stored; event handed back", "seq", h.seq, "err", err)
+		h.nak(time.Second)
+		return
+	}
+	w.log.WarnContext(h.ctx, "event dead-lettered", "seq", h.seq, "subject", msg.Subject(), "reason", reason, "parts", parts)
+	w.auditDeadLettered(h)
+	w.count(func(s *Stats) { s.DeadLettered++ })
+	w.metrics.deadLettered(h) // metrics.go
+	h.term(errors.New(reason))
+}
+
+// storeDeadLetter seals body under scope's data key (or keeps no body when that customer was
+// erased) and publishes it on the dead-letter subject of event type typ, in parts when it does
+// not fit one message. It returns the number of parts.
+func (w *Worker) storeDeadLetter(ctx context.Context, typ, scope, id string, hdr nats.Header, body []byte) (int, error) {
 	dek, err := w.deps.Keys.DataKey(ctx, scope)
 	why := ""
 	switch {
 	case errors.Is(err, keys.ErrDestroyed):
 		dek, why = nil, "dropped: the customer was erased"
 	case err != nil:
-		w.log.Error("dead letter not sealed (no data key); event handed back", "seq", h.seq, "err", err)
-		h.nak(time.Second)
-		return
+		return 0, fmt.Errorf("no data key to seal it: %w", err)
 	}
-	subj := deadletter.Subject(event.DLQSubjectPrefix, strings.TrimPrefix(msg.Subject(), event.SubjectPrefix), scope)
-	parts, err := deadletter.Messages(subj, hdr, "dlq-"+itoa(h.seq), scope, dek, msg.Data(), why, int(w.deps.JS.Conn().MaxPayload()))
+	subj := deadletter.Subject(event.DLQSubjectPrefix, typ, scope)
+	parts, err := deadletter.Messages(subj, hdr, id, scope, dek, body, why, int(w.deps.JS.Conn().MaxPayload()))
 	for _, p := range parts {
 		if err != nil {
 			break
 		}
 		_, err = w.deps.JS.PublishMsg(ctx, p)
 	}
-	if err != nil {
-		w.log.ErrorContext(h.ctx, "dead-letter publish failed; event handed back", "seq", h.seq, "err", err)
-		h.nak(time.Second)
-		return
-	}
-	w.log.WarnContext(h.ctx, "event dead-lettered", "seq", h.seq, "subject", msg.Subject(), "reason", reason, "parts", len(parts))
-	w.auditDeadLettered(h)
-	w.count(func(s *Stats) { s.DeadLettered++ })
-	w.metrics.deadLettered(h) // metrics.go
-	h.term(errors.New(reason))
+	return len(parts), err
 }
 
 // purgeDeadLetters removes an erased customer's dead letters and reports whether it could.

@@ -98,13 +98,13 @@ type Worker struct {
 	commits chan *batch
 	packers map[string]*packer
 
-	mu      sync.Mutex
-	held    map[*heldMsg]struct{}
+	mu   sync.Mutex
+	held map[*heldMsg]struct{}
 	// heldBytes is the size of the held messages' data; bytesFree is signalled when it falls.
 	heldBytes int64
 	bytesFree *sync.Cond
-	stats   Stats
-	lastErr map[uint64]string
+	stats     Stats
+	lastErr   map[uint64]string
 
 	runCtx context.Context
 	cancel context.CancelFunc
