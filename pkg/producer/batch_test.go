@@ -177,3 +177,25 @@ func TestPublishAsyncBatchLinger(t *testing.T) {
 		t.Fatal("WithBatching without a linger time was accepted")
 	}
 }
+
+// A producer that sends JSON sends its batches as JSON.
+func TestPublishAsyncBatchJSON(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	p := b.producer(t, producer.WithContentType(event.ContentTypeJSON))
+	for i := range 3 {
+		if _, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := b.stored(t, 1)
+	if ct := m.Header.Get(event.HeaderContentType); ct != event.ContentTypeJSON || b.count(t) != 1 {
+		t.Fatalf("%d messages, the first %s", b.count(t), ct)
+	}
+	if batches, _ := b.batches(t); len(batches) != 1 || len(batches[0].GetEvents()) != 3 {
+		t.Fatalf("want one JSON batch of 3 events")
+	}
+}
