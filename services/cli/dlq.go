@@ -121,8 +121,12 @@ func listDLQ(ctx context.Context, js jetstream.JetStream, limit int) error {
 			return err
 		}
 		h := msg.Headers()
-		fmt.Printf("%s seq=%s id=%s part=%s deliveries=%s reason=%q\n", h.Get(worker.HeaderDLQTime), h.Get(worker.HeaderDLQSeq),
-			h.Get(event.HeaderID), h.Get(deadletter.HeaderPart), h.Get(worker.HeaderDLQDeliveries), h.Get(worker.HeaderDLQReason))
+		batch := "" // an entry of a batch of events: which batch, and where in it
+		if id := h.Get(worker.HeaderDLQBatch); id != "" {
+			batch = " batch=" + id + "#" + h.Get(worker.HeaderDLQBatchIndex)
+		}
+		fmt.Printf("%s seq=%s id=%s%s part=%s deliveries=%s reason=%q\n", h.Get(worker.HeaderDLQTime), h.Get(worker.HeaderDLQSeq),
+			h.Get(event.HeaderID), batch, h.Get(deadletter.HeaderPart), h.Get(worker.HeaderDLQDeliveries), h.Get(worker.HeaderDLQReason))
 		if md, _ := msg.Metadata(); md != nil && md.NumPending == 0 {
 			break
 		}
