@@ -41,11 +41,12 @@ func dlqCmd() *cobra.Command {
 
 func dlqShowCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "show SEQ",
-		Short: "Write the body of the event dead-lettered from events-stream sequence SEQ to standard output",
+		Use:   "show SEQ | SEQ-INDEX",
+		Short: "Write the body of the event dead-lettered from events-stream sequence SEQ (entry INDEX of a batch) to standard output",
 		Long: `Dead-letter bodies are sealed under the data key of the customer they concern (docs/events.md
 section 8): this reassembles the parts and opens the body with the key store. An erased
-customer's bodies cannot be opened; nor can one recorded without its body.`,
+customer's bodies cannot be opened; nor can one recorded without its body. An entry of a batch
+of events (listed with batch=ID#INDEX) is dead-lettered alone: name it SEQ-INDEX.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			parts, err := openParts(cmd, "custos-dlq")
