@@ -24,6 +24,7 @@ import (
 	"github.com/custos-dev/custos/pkg/devstack"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/producer"
+	"github.com/custos-dev/custos/pkg/worker"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 	"github.com/custos-dev/custos/tests/harness"
 )
@@ -90,6 +91,25 @@ func TestErasureLeavesNothingReadable(t *testing.T) {
 	if _, err := stack.JS.PublishMsg(ctx, &nats.Msg{Subject: event.TypePostTransaction.Subject(), Header: hdr, Data: data}); err != nil {
 		t.Fatal(err)
 	}
+	// A batch of events with a rejected entry of the customer (its class differs from the
+	// batch's): that entry alone is dead-lettered, sealed under the customer's key.
+	keepEntry, badEntry := post("cust-keep", "orders/batch", []byte("kept")), post(gone, "orders/bad-entry", secret)
+	keepEntry.Meta.EventId, badEntry.Meta.EventId, badEntry.Meta.DataClass = "batch-keep-1", "bad-entry-1", "important"
+	batch := &custosv1.PostTransactionBatch{
+		Meta:   &custosv1.Meta{EventId: "batch-1", Time: timestamppb.Now(), Tenant: tenant, DataClass: "critical"},
+		Events: []*custosv1.BatchedPostTransaction{{Event: keepEntry}, {Event: badEntry}},
+	}
+	bev, err := event.New(batch, "urn:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bsubj, bhdr, bdata, err := event.Encode(bev, event.ContentTypeProtobuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stack.JS.PublishMsg(ctx, &nats.Msg{Subject: bsubj, Header: bhdr, Data: bdata}); err != nil {
+		t.Fatal(err)
+	}
 	settle(t, stack, w)
 
 	// Before the erasure the data is there and restorable.
@@ -107,6 +127,13 @@ func TestErasureLeavesNothingReadable(t *testing.T) {
 	badSeq := dlqSeq(t, stack, "bad-class-1")
 	if body := cli(t, stack, "dlq", "show", badSeq); !strings.Contains(body, gone) { // the JSON body names the customer
 		t.Fatalf("dlq show before the erasure: %q", body)
+	}
+	badEntrySeq := dlqSeq(t, stack, "bad-entry-1")
+	if body := cli(t, stack, "dlq", "show", badEntrySeq); !strings.Contains(body, gone) || !strings.Contains(body, string(secret)) {
+		t.Fatalf("dlq show %s (a batch entry) before the erasure: %q", badEntrySeq, body)
+	}
+	if list := cli(t, stack, "dlq"); !strings.Contains(list, "batch=batch-1#1") {
+		t.Fatalf("custos dlq does not name the batch entry: %s", list)
 	}
 
 	cli(t, stack, "erase", "request", "--tenant", tenant, "--customer", gone, "--requested-by", "dpo@example.com", "--legal-basis", "gdpr_art17")
@@ -135,14 +162,17 @@ func TestErasureLeavesNothingReadable(t *testing.T) {
 	if out, err := stack.CLI("dlq", "show", badSeq); err == nil {
 		t.Fatalf("dlq show opened an erased customer's dead letter: %s", out)
 	}
+	if out, err := stack.CLI("dlq", "show", badEntrySeq); err == nil {
+		t.Fatalf("dlq show opened an erased customer's dead-lettered batch entry: %s", out)
+	}
 	// The certificate is in the targets too and verifies with no broker.
 	offline := cli(t, stack, "erase", "status", "--tenant", tenant, "--customer", gone, "--from-target", "t1")
 	if !strings.Contains(offline, "certificate "+m[2]+" in fs:t1 signature OK") && !strings.Contains(offline, "certificate "+m[2]+" in t1 signature OK") {
 		t.Fatalf("erase status --from-target: %s", offline)
 	}
-	// The other customer is untouched.
+	// The other customer is untouched: its 20 records and the one of the batch.
 	keep := filepath.Join(dir, "restore-keep")
-	if out := cli(t, stack, "restore", "--tenant", tenant, "--customer", "cust-keep", "--out", keep); !strings.Contains(out, "records=20") {
+	if out := cli(t, stack, "restore", "--tenant", tenant, "--customer", "cust-keep", "--out", keep); !strings.Contains(out, "records=21") {
 		t.Fatalf("restore of the kept customer: %s", out)
 	}
 
@@ -244,7 +274,10 @@ func dlqSeq(t *testing.T, stack *harness.Stack, id string) string {
 	}
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
 		if m, err := s.GetMsg(ctx, seq); err == nil && m.Header.Get(event.HeaderID) == id {
-			return m.Header.Get("Custos-Dlq-Stream-Seq")
+			if i := m.Header.Get(worker.HeaderDLQBatchIndex); i != "" { // an entry of a batch
+				return m.Header.Get(worker.HeaderDLQSeq) + "-" + i
+			}
+			return m.Header.Get(worker.HeaderDLQSeq)
 		}
 	}
 	t.Fatalf("no dead letter of %s", id)
