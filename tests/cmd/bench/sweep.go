@@ -13,14 +13,16 @@ import (
 // 1024) messages, and max_ack_pending is far above both) and the pack age limit (how long a
 // pack waits for more events). One line per setting, events per second until durable, so that
 // the defaults are chosen on figures (docs/performance.md, "Stream and consumer settings").
+// With batches (the producer's default) max_in_flight counts messages of ~200 events, hence
+// the small values.
 func sweepSection(ctx context.Context, bin string) error {
 	payload := record(1024)
 	for _, o := range []struct {
 		inFlight int
 		delay    time.Duration
-	}{{256, 50 * time.Millisecond}, {1024, 50 * time.Millisecond}, {4096, 50 * time.Millisecond},
-		{16384, 50 * time.Millisecond}, {4096, 10 * time.Millisecond}, {4096, 100 * time.Millisecond},
-		{4096, 200 * time.Millisecond}} {
+	}{{16, 50 * time.Millisecond}, {64, 50 * time.Millisecond}, {256, 50 * time.Millisecond},
+		{1024, 50 * time.Millisecond}, {4096, 50 * time.Millisecond}, {16384, 50 * time.Millisecond},
+		{4096, 10 * time.Millisecond}, {4096, 100 * time.Millisecond}, {4096, 200 * time.Millisecond}} {
 		opts := prodLike
 		opts.MaxInFlight, opts.PackMaxDelay = o.inFlight, o.delay
 		var rate float64
