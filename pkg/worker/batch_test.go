@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -291,5 +293,39 @@ func TestBatchRedeliveredAfterCrash(t *testing.T) {
 				t.Fatalf("restored %d records, want %d (one copy each)", rep.Records, len(want))
 			}
 		})
+	}
+}
+
+// The event counters count a batch's entries as post-transaction events: the ones backed up as
+// acknowledged, the rejected one as dead-lettered; the batch itself is not an event type.
+func TestBatchMetricsCountEntries(t *testing.T) {
+	rd := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	b := setup(t, func(c *Config) { c.MeterProvider = mp })
+	b.startWorker()
+	bad := postTx("m-3", "c-3", "critical", "", []byte("x")) // no record key
+	b.publishBatch("batch-m", nil, postTx("m-0", "c-0", "critical", "k", []byte("a")),
+		postTx("m-1", "c-1", "critical", "k", []byte("b")), postTx("m-2", "c-2", "critical", "k", []byte("c")), bad)
+	b.waitSettled()
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != MetricEventsAcked && m.Name != MetricEventsDeadLettered {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				typ, _ := dp.Attributes.Value("type")
+				got[m.Name+" "+typ.AsString()] += dp.Value
+			}
+		}
+	}
+	want := map[string]int64{MetricEventsAcked + " post_transaction": 3, MetricEventsDeadLettered + " post_transaction": 1}
+	if len(got) != len(want) || got[MetricEventsAcked+" post_transaction"] != 3 || got[MetricEventsDeadLettered+" post_transaction"] != 1 {
+		t.Fatalf("event counters %v, want %v", got, want)
 	}
 }

@@ -120,12 +120,17 @@ func (m *workerMetrics) decoded(h *heldMsg, ev *event.Event) {
 		return
 	}
 	info := &eventInfo{typ: string(ev.Type), class: ev.Meta.GetDataClass()}
-	if !ev.Type.Valid() {
+	n := int64(1)
+	switch {
+	case !ev.Type.Valid():
 		info.typ = "unknown"
+	case ev.Type == event.TypePostTransactionBatch:
+		// A batch's entries are post-transaction events, and are counted as such.
+		info.typ, n = string(event.TypePostTransaction), int64(len(ev.Batch().GetEvents()))
 	}
 	m.events.Store(h, info)
 	if h.delivered > 1 {
-		m.redelivered.Add(h.ctx, 1, metric.WithAttributes(attribute.String("type", info.typ), attribute.String("class", info.class)))
+		m.redelivered.Add(h.ctx, n, metric.WithAttributes(attribute.String("type", info.typ), attribute.String("class", info.class)))
 	}
 }
 
@@ -160,7 +165,11 @@ func (m *workerMetrics) settled(h *heldMsg, outcome string) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	m.acked.Add(ctx, 1, metric.WithAttributes(attribute.String("type", info.typ), attribute.String("class", info.class)))
+	n := int64(1)
+	if h.batch {
+		n = int64(h.entries) // its entries backed up; the others were counted as dead-lettered
+	}
+	m.acked.Add(ctx, n, metric.WithAttributes(attribute.String("type", info.typ), attribute.String("class", info.class)))
 	if !info.durable.Load() {
 		return
 	}
