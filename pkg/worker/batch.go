@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
@@ -29,6 +28,10 @@ const (
 	HeaderDLQBatch      = "Custos-Dlq-Batch"
 	HeaderDLQBatchIndex = "Custos-Dlq-Batch-Index"
 )
+
+// maxTraceParent bounds the traceparent copied into a dead letter's headers (a W3C traceparent
+// is 55 characters; an invalid entry's may be anything).
+const maxTraceParent = 512
 
 // rejectedEntry is a batch entry that is dead-lettered instead of backed up.
 type rejectedEntry struct {
@@ -160,25 +163,16 @@ func (w *Worker) sealBatch(ctx context.Context, seq uint64, b *custosv1.PostTran
 			rejected = append(rejected, rejectedEntry{i, "customer was erased; refusing to back up new data for it"})
 			continue
 		}
-		id := w.itemID(meta, 0)
-		im := pack.ItemMeta{Tenant: meta.GetTenant(), CustomerID: meta.GetCustomerId(), RecordKey: r.GetKey(),
-			EventID: meta.GetEventId(), EventTime: meta.GetTime().AsTime().UTC(), ContentType: r.GetContentType()}
-		var sealed []byte
-		var err error
-		if z := r.GetInlineZstd(); z != nil {
-			sealed, err = w.codec.SealCompressed(dek, pseudo, meta.GetDataClass(), id, im, z, int64(w.cfg.MaxInlineBytes))
-		} else {
-			sealed, err = w.codec.SealItem(dek, pseudo, meta.GetDataClass(), id, im, r.GetInline())
-		}
+		it, err := w.sealRecord(dek, pseudo, seq, meta, 0, r) // the item it would have alone
 		if errors.Is(err, pack.ErrBadCompressed) {
-			rejected = append(rejected, rejectedEntry{i, fmt.Sprintf("events[%d]: record.inline_zstd: %v", i, err)})
+			rejected = append(rejected, rejectedEntry{i, fmt.Sprintf("events[%d]: record.inline_zstd: %v", i, errors.Unwrap(err))})
 			continue
 		}
 		if err != nil {
 			span.RecordError(err)
-			return nil, nil, fmt.Errorf("seal item: %w", err)
+			return nil, nil, err
 		}
-		items = append(items, pack.Item{ID: id, Customer: pseudo, Seq: seq, EventTime: im.EventTime, Sealed: sealed})
+		items = append(items, it)
 	}
 	w.count(func(s *Stats) { s.Items += int64(len(items)) })
 	return items, rejected, nil
@@ -198,32 +192,28 @@ func (w *Worker) deadLetterEntry(h *heldMsg, b *custosv1.PostTransactionBatch, i
 	if err != nil {
 		return err
 	}
-	hdr := nats.Header{}
-	for k, v := range h.msg.Headers() {
-		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "Custos-Dlq-") ||
-			strings.EqualFold(k, event.HeaderTraceParent) || strings.EqualFold(k, event.HeaderTraceState) {
-			continue
+	// The entry's own CloudEvents attributes replace the batch's: the dead letter reads as the
+	// post-transaction event it is.
+	hdr := w.dlqHeaders(h, event.TypePostTransaction.Subject(), reason)
+	for k := range hdr { // any spelling: NATS headers are case-sensitive
+		for _, name := range []string{event.HeaderTraceParent, event.HeaderTraceState, event.HeaderID, event.HeaderTime, event.HeaderType, event.HeaderContentType} {
+			if strings.EqualFold(k, name) {
+				delete(hdr, k)
+			}
 		}
-		hdr[k] = v
 	}
 	meta := pt.GetMeta()
 	hdr.Set(event.HeaderType, event.TypePostTransaction.CEType())
 	hdr.Set(event.HeaderContentType, event.ContentTypeProtobuf)
-	hdr.Del(event.HeaderID)
 	if id := meta.GetEventId(); id != "" && len(id) <= event.MaxEventIDLen && !strings.ContainsAny(id, " \r\n") {
 		hdr.Set(event.HeaderID, id)
 	}
 	if meta.GetTime() != nil && meta.GetTime().CheckValid() == nil {
 		hdr.Set(event.HeaderTime, meta.GetTime().AsTime().UTC().Format(time.RFC3339Nano))
 	}
-	if e.GetTraceparent() != "" && len(e.GetTraceparent()) <= 512 {
-		hdr.Set(event.HeaderTraceParent, e.GetTraceparent())
+	if tp := e.GetTraceparent(); tp != "" && len(tp) <= maxTraceParent {
+		hdr.Set(event.HeaderTraceParent, tp)
 	}
-	hdr.Set(HeaderDLQReason, reason)
-	hdr.Set(HeaderDLQSubject, event.TypePostTransaction.Subject())
-	hdr.Set(HeaderDLQSeq, itoa(h.seq))
-	hdr.Set(HeaderDLQDeliveries, itoa(h.delivered))
-	hdr.Set(HeaderDLQTime, w.cfg.Clock().UTC().Format(time.RFC3339Nano))
 	hdr.Set(HeaderDLQBatch, b.GetMeta().GetEventId())
 	hdr.Set(HeaderDLQBatchIndex, strconv.Itoa(i))
 
@@ -243,7 +233,7 @@ func (w *Worker) deadLetterEntry(h *heldMsg, b *custosv1.PostTransactionBatch, i
 	h.endEntrySpan(i, errors.New("dead-lettered: "+reason))
 	w.log.WarnContext(h.ctx, "batch entry dead-lettered", "seq", h.seq, "index", i, "reason", reason)
 	w.count(func(s *Stats) { s.DeadLettered++ })
-	w.metrics.deadLetter.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(event.TypePostTransaction))))
+	w.metrics.deadLetteredAs(ctx, string(event.TypePostTransaction))
 	return nil
 }
 

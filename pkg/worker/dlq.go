@@ -28,18 +28,7 @@ func (w *Worker) deadLetter(h *heldMsg, reason string) {
 		return
 	}
 	msg := h.msg
-	hdr := nats.Header{}
-	for k, v := range msg.Headers() {
-		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "Custos-Dlq-") {
-			continue
-		}
-		hdr[k] = v
-	}
-	hdr.Set(HeaderDLQReason, reason)
-	hdr.Set(HeaderDLQSubject, msg.Subject())
-	hdr.Set(HeaderDLQSeq, itoa(h.seq))
-	hdr.Set(HeaderDLQDeliveries, itoa(h.delivered))
-	hdr.Set(HeaderDLQTime, w.cfg.Clock().UTC().Format(time.RFC3339Nano))
+	hdr := w.dlqHeaders(h, msg.Subject(), reason)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -68,6 +57,24 @@ func (w *Worker) deadLetter(h *heldMsg, reason string) {
 	w.count(func(s *Stats) { s.DeadLettered++ })
 	w.metrics.deadLettered(h) // metrics.go
 	h.term(errors.New(reason))
+}
+
+// dlqHeaders are the headers of h's dead letter: the message's own, less the broker's and any
+// earlier dead-letter headers, plus why, from where and when. subject is the event's subject.
+func (w *Worker) dlqHeaders(h *heldMsg, subject, reason string) nats.Header {
+	hdr := nats.Header{}
+	for k, v := range h.msg.Headers() {
+		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "Custos-Dlq-") {
+			continue
+		}
+		hdr[k] = v
+	}
+	hdr.Set(HeaderDLQReason, reason)
+	hdr.Set(HeaderDLQSubject, subject)
+	hdr.Set(HeaderDLQSeq, itoa(h.seq))
+	hdr.Set(HeaderDLQDeliveries, itoa(h.delivered))
+	hdr.Set(HeaderDLQTime, w.cfg.Clock().UTC().Format(time.RFC3339Nano))
+	return hdr
 }
 
 // storeDeadLetter seals body under scope's data key (or keeps no body when that customer was

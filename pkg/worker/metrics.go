@@ -185,10 +185,18 @@ func (m *workerMetrics) deadLettered(h *heldMsg) {
 	if m == nil {
 		return
 	}
-	typ := eventType(h.msg.Subject())
 	ctx := h.ctx
 	if ctx == nil {
 		ctx = context.Background()
+	}
+	m.deadLetteredAs(ctx, eventType(h.msg.Subject()))
+}
+
+// deadLetteredAs counts one event of type typ moved to the dead-letter stream (a batch entry is
+// counted as the post-transaction event it is).
+func (m *workerMetrics) deadLetteredAs(ctx context.Context, typ string) {
+	if m == nil {
+		return
 	}
 	m.deadLetter.Add(ctx, 1, metric.WithAttributes(attribute.String("type", typ)))
 }

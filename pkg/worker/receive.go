@@ -9,7 +9,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/custos-dev/custos/pkg/deadletter"
 	"github.com/custos-dev/custos/pkg/event"
@@ -190,24 +189,33 @@ func (w *Worker) sealInline(ctx context.Context, seq uint64, meta *custosv1.Meta
 	}
 	items := make([]pack.Item, 0, len(records))
 	for i, r := range records {
-		id := w.itemID(meta, i)
-		im := pack.ItemMeta{Tenant: meta.GetTenant(), CustomerID: meta.GetCustomerId(), RecordKey: r.GetKey(),
-			EventID: meta.GetEventId(), EventTime: meta.GetTime().AsTime().UTC(), ContentType: r.GetContentType()}
-		var sealed []byte
-		if z := r.GetInlineZstd(); z != nil {
-			// Compressed by the producer: stored as it came, once checked (pack.SealCompressed).
-			sealed, err = w.codec.SealCompressed(dek, pseudo, meta.GetDataClass(), id, im, z, int64(w.cfg.MaxInlineBytes))
-		} else {
-			sealed, err = w.codec.SealItem(dek, pseudo, meta.GetDataClass(), id, im, r.GetInline())
-		}
+		it, err := w.sealRecord(dek, pseudo, seq, meta, i, r)
 		if err != nil {
 			span.RecordError(err)
-			return nil, fmt.Errorf("seal item: %w", err)
+			return nil, err
 		}
-		items = append(items, pack.Item{ID: id, Customer: pseudo, Seq: seq, EventTime: im.EventTime, Sealed: sealed})
+		items = append(items, it)
 	}
 	w.count(func(s *Stats) { s.Items += int64(len(items)) })
 	return items, nil
 }
 
-var _ = proto.Clone
+// sealRecord seals record idx of an event into its item: the producer's compressed bytes as
+// they came (pack.SealCompressed), or the record compressed here. Every inline record, alone or
+// in a batch, is sealed here, so an event's item is the same whichever way it travelled.
+func (w *Worker) sealRecord(dek []byte, pseudo string, seq uint64, meta *custosv1.Meta, idx int, r *custosv1.Record) (pack.Item, error) {
+	id := w.itemID(meta, idx)
+	im := pack.ItemMeta{Tenant: meta.GetTenant(), CustomerID: meta.GetCustomerId(), RecordKey: r.GetKey(),
+		EventID: meta.GetEventId(), EventTime: meta.GetTime().AsTime().UTC(), ContentType: r.GetContentType()}
+	var sealed []byte
+	var err error
+	if z := r.GetInlineZstd(); z != nil {
+		sealed, err = w.codec.SealCompressed(dek, pseudo, meta.GetDataClass(), id, im, z, int64(w.cfg.MaxInlineBytes))
+	} else {
+		sealed, err = w.codec.SealItem(dek, pseudo, meta.GetDataClass(), id, im, r.GetInline())
+	}
+	if err != nil {
+		return pack.Item{}, fmt.Errorf("seal item: %w", err)
+	}
+	return pack.Item{ID: id, Customer: pseudo, Seq: seq, EventTime: im.EventTime, Sealed: sealed}, nil
+}
