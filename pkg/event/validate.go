@@ -27,9 +27,9 @@ const (
 	MaxNameLen       = 64   // schedule, deadline
 	// MaxBatchEvents bounds the entries of a PostTransactionBatch.
 	MaxBatchEvents = 4096
-	// maxTraceContextLen bounds a batch entry's traceparent and tracestate (W3C allows 512
+	// MaxTraceContextLen bounds a batch entry's traceparent and tracestate (W3C allows 512
 	// bytes of tracestate).
-	maxTraceContextLen = 512
+	MaxTraceContextLen = 512
 )
 
 // Validate checks ev against the default Limits (any data class). See Limits.Validate.
@@ -207,8 +207,8 @@ func (l Limits) validateBatchEntry(b *custosv1.PostTransactionBatch, i int) erro
 		return invalid("event.record.ref", "a batched event carries its record inline; send a record by reference in its own event")
 	}
 	for _, f := range []struct{ name, v string }{{"traceparent", e.GetTraceparent()}, {"tracestate", e.GetTracestate()}} {
-		if len(f.v) > maxTraceContextLen || !isText(f.v, false) {
-			return invalid(f.name, "must be at most %d bytes without control characters", maxTraceContextLen)
+		if len(f.v) > MaxTraceContextLen || !isText(f.v, false) {
+			return invalid(f.name, "must be at most %d bytes without control characters", MaxTraceContextLen)
 		}
 	}
 	return nil

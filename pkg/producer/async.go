@@ -78,7 +78,7 @@ func (p *Producer) PublishAsync(ctx context.Context, msg proto.Message, opts ...
 	case <-ctx.Done():
 		return nil, fmt.Errorf("producer: publish %s: %w", m.Subject, ctx.Err())
 	}
-	sctx, span := p.startSpan(context.WithoutCancel(ctx), ev, m)
+	sctx, span := p.startSpan(context.WithoutCancel(ctx), ev, m.Subject, len(m.Data), m.Header)
 	f := &Future{id: ev.ID(), done: make(chan struct{})}
 	p.mu.Lock()
 	p.pending[f] = struct{}{}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -29,9 +30,9 @@ const (
 	DefaultBatchMaxBytes = event.DefaultMaxEventBytes / 2
 )
 
-// batchEntryOverhead is what an entry adds to a batch message beyond its event: the field tags
-// and lengths and its trace context.
-const batchEntryOverhead = 16 + 2*64
+// maxTraceContext bounds what an entry's trace context and field framing add to its event in a
+// batch message: a 55-byte traceparent and a tracestate of at most event.MaxTraceContextLen.
+const maxTraceContext = 64 + event.MaxTraceContextLen + 16
 
 // openBatch is a batch being filled: events of one tenant and data class.
 type openBatch struct {
@@ -76,8 +77,9 @@ func (p *Producer) enqueue(ctx context.Context, pt *custosv1.PostTransaction) (*
 	if err := p.o.limits.Validate(ev); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}
-	size := proto.Size(entry) + batchEntryOverhead
-	if size > p.o.batchMaxBytes {
+	// The entry's own bytes decide whether it goes alone; its trace context, added below, is
+	// bounded by maxTraceContext.
+	if proto.Size(entry)+maxTraceContext > p.o.batchMaxBytes {
 		return nil, errTooBigForBatch
 	}
 	select {
@@ -85,20 +87,14 @@ func (p *Producer) enqueue(ctx context.Context, pt *custosv1.PostTransaction) (*
 	case <-ctx.Done():
 		return nil, fmt.Errorf("producer: publish %s: %w", event.TypePostTransaction.Subject(), ctx.Err())
 	}
-	subject := event.TypePostTransaction.Subject()
-	sctx, span := p.tracer.Start(context.WithoutCancel(ctx), telemetry.SpanName(telemetry.OperationSend, subject),
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(telemetry.MessagingAttributes(telemetry.OperationSend, subject, ev.ID(),
-			telemetry.MessageBodySize(size),
-			attribute.String("cloudevents.event_type", ev.Type.CEType()),
-			attribute.String("cloudevents.event_source", ev.Source),
-			attribute.String("custos.data_class", ev.Meta.GetDataClass()),
-			attribute.Bool("custos.batched", true),
-		)...))
 	hdr := nats.Header{}
-	telemetry.Inject(sctx, hdr)
-	be := &custosv1.BatchedPostTransaction{Event: entry,
-		Traceparent: hdr.Get(event.HeaderTraceParent), Tracestate: hdr.Get(event.HeaderTraceState)}
+	_, span := p.startSpan(context.WithoutCancel(ctx), ev, event.TypePostTransaction.Subject(), proto.Size(entry), hdr,
+		attribute.Bool("custos.batched", true))
+	be := &custosv1.BatchedPostTransaction{Event: entry, Traceparent: hdr.Get(event.HeaderTraceParent)}
+	if ts := hdr.Get(event.HeaderTraceState); len(ts) <= event.MaxTraceContextLen {
+		be.Tracestate = ts // a longer one is dropped, as W3C allows, rather than the event refused
+	}
+	size := protowire.SizeTag(2) + protowire.SizeBytes(proto.Size(be)) // its bytes in the batch message
 	f := &Future{id: ev.ID(), done: make(chan struct{})}
 	p.mu.Lock()
 	p.pending[f] = struct{}{}

@@ -4,10 +4,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/producer"
@@ -197,5 +199,87 @@ func TestPublishAsyncBatchJSON(t *testing.T) {
 	}
 	if batches, _ := b.batches(t); len(batches) != 1 || len(batches[0].GetEvents()) != 3 {
 		t.Fatalf("want one JSON batch of 3 events")
+	}
+}
+
+// A batch whose publish fails transiently is retried whole, under its own id, until the stream
+// exists; when every attempt fails, each of its events' Futures reports ErrUnavailable.
+func TestPublishAsyncBatchRetriesAndFails(t *testing.T) {
+	t.Parallel()
+	t.Run("retried", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, true)
+		p := b.producer(t, producer.WithRetry(30, 20*time.Millisecond, 100*time.Millisecond))
+		for i := range 10 {
+			if _, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		if err := event.EnsureStreams(b.ctx, b.srv.JS, event.StreamsConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Flush(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		if batches, alone := b.batches(t); alone != 0 || len(batches) != 1 || len(batches[0].GetEvents()) != 10 {
+			t.Fatalf("%d batches, %d alone: want the 10 events in one batch, stored once", len(batches), alone)
+		}
+	})
+	t.Run("unavailable", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, true)
+		p := b.producer(t, producer.WithRetry(2, 10*time.Millisecond, 20*time.Millisecond), producer.WithAttemptTimeout(200*time.Millisecond))
+		var futures []*producer.Future
+		for i := range 5 {
+			f, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			futures = append(futures, f)
+		}
+		if err := p.Flush(b.ctx); !errors.Is(err, producer.ErrUnavailable) {
+			t.Fatalf("flush: %v, want ErrUnavailable", err)
+		}
+		for _, f := range futures {
+			if _, err := f.Result(); !errors.Is(err, producer.ErrUnavailable) {
+				t.Fatalf("event %s: %v, want ErrUnavailable", f.EventID(), err)
+			}
+		}
+		if p.Pending() != 0 {
+			t.Fatalf("%d pending", p.Pending())
+		}
+	})
+}
+
+// A caller's tracestate longer than a batch entry may carry is dropped (W3C allows it), not
+// allowed to make the worker refuse the event.
+func TestPublishAsyncBatchDropsLongTracestate(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	p := b.producer(t)
+	var members []string
+	for _, k := range []string{"a", "b", "c"} {
+		members = append(members, k+"="+strings.Repeat(k, 250))
+	}
+	ts, err := trace.ParseTraceState(strings.Join(members, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2},
+		TraceFlags: trace.FlagsSampled, TraceState: ts})
+	if _, err := p.PublishAsync(trace.ContextWithRemoteSpanContext(b.ctx, parent), postTransaction("c-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	batches, _ := b.batches(t) // checks every entry as a worker would
+	if len(batches) != 1 {
+		t.Fatalf("%d batches", len(batches))
+	}
+	e := batches[0].GetEvents()[0]
+	if e.GetTracestate() != "" || !strings.Contains(e.GetTraceparent(), trace.TraceID{1}.String()) {
+		t.Fatalf("entry trace context %q / %q: want the caller's trace and no tracestate", e.GetTraceparent(), e.GetTracestate())
 	}
 }

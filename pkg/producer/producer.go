@@ -157,7 +157,7 @@ func (p *Producer) Publish(ctx context.Context, msg proto.Message, opts ...Publi
 	if err != nil {
 		return nil, err
 	}
-	ctx, span := p.startSpan(ctx, ev, m)
+	ctx, span := p.startSpan(ctx, ev, m.Subject, len(m.Data), m.Header)
 	defer span.End()
 	ack, err := p.publishWithRetry(ctx, span, m, 1)
 	endSpan(span, ack, err)
@@ -211,16 +211,18 @@ func (p *Producer) fill(meta *custosv1.Meta) {
 	}
 }
 
-func (p *Producer) startSpan(ctx context.Context, ev *event.Event, m *nats.Msg) (context.Context, trace.Span) {
-	ctx, span := p.tracer.Start(ctx, telemetry.SpanName(telemetry.OperationSend, m.Subject),
+// startSpan starts the producer span of ev, sent on subject with size bytes of data, and puts
+// its trace context in hdr.
+func (p *Producer) startSpan(ctx context.Context, ev *event.Event, subject string, size int, hdr nats.Header, extra ...attribute.KeyValue) (context.Context, trace.Span) {
+	attrs := append([]attribute.KeyValue{telemetry.MessageBodySize(size),
+		attribute.String("cloudevents.event_type", ev.Type.CEType()),
+		attribute.String("cloudevents.event_source", ev.Source),
+		attribute.String("custos.data_class", ev.Meta.GetDataClass()),
+	}, extra...)
+	ctx, span := p.tracer.Start(ctx, telemetry.SpanName(telemetry.OperationSend, subject),
 		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(telemetry.MessagingAttributes(telemetry.OperationSend, m.Subject, ev.ID(),
-			telemetry.MessageBodySize(len(m.Data)),
-			attribute.String("cloudevents.event_type", ev.Type.CEType()),
-			attribute.String("cloudevents.event_source", ev.Source),
-			attribute.String("custos.data_class", ev.Meta.GetDataClass()),
-		)...))
-	telemetry.Inject(ctx, m.Header)
+		trace.WithAttributes(telemetry.MessagingAttributes(telemetry.OperationSend, subject, ev.ID(), attrs...)...))
+	telemetry.Inject(ctx, hdr)
 	return ctx, span
 }
 
