@@ -329,3 +329,36 @@ func TestBatchMetricsCountEntries(t *testing.T) {
 		t.Fatalf("event counters %v, want %v", got, want)
 	}
 }
+
+// While the dead-letter stream cannot take a rejected entry, the batch is handed back whole: its
+// good entry is not acknowledged without its rejected neighbour recorded. Once the stream is
+// back, the entry is dead-lettered and the rest backed up.
+func TestBatchHandedBackWhileDeadLettersFail(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	w := b.startWorker()
+	if err := b.ns.JS.DeleteStream(ctx, event.DLQStreamName); err != nil {
+		t.Fatal(err)
+	}
+	bad := postTx("h-1", "c-bad", "critical", "", []byte("x")) // no record key
+	b.publishBatch("batch-h", nil, postTx("h-0", "c-ok", "critical", "k", []byte("kept")), bad)
+	waitFor(t, 10*time.Second, "the batch handed back", func() bool { return w.Stats().Redelivered > 0 })
+	if st := w.Stats(); st.Events != 0 || st.DeadLettered != 0 || b.eventsLeft() != 1 {
+		t.Fatalf("stats %+v, %d messages left: the batch was settled without its dead letter", st, b.eventsLeft())
+	}
+	if err := EnsureStreams(ctx, b.ns.JS); err != nil {
+		t.Fatal(err)
+	}
+	b.waitSettled()
+	if st := w.Stats(); st.Events != 1 || st.DeadLettered != 1 {
+		t.Fatalf("stats %+v, want 1 event backed up and 1 dead-lettered", st)
+	}
+	if dl := b.dlq(); len(dl) != 1 || dl[0].Header.Get(HeaderDLQBatchIndex) != "1" {
+		t.Fatalf("%d dead letters, want entry 1 alone", len(dl))
+	}
+	rep, out := b.restoreAll()
+	if !rep.OK() {
+		t.Fatalf("restore %+v", rep)
+	}
+	b.checkRestored(out, map[string][]byte{"c-ok/k": []byte("kept")})
+}
