@@ -202,54 +202,31 @@ func TestPublishAsyncBatchJSON(t *testing.T) {
 	}
 }
 
-// A batch whose publish fails transiently is retried whole, under its own id, until the stream
-// exists; when every attempt fails, each of its events' Futures reports ErrUnavailable.
-func TestPublishAsyncBatchRetriesAndFails(t *testing.T) {
+// When every attempt to publish a batch fails, each of its events' Futures reports
+// ErrUnavailable (retrying until the stream exists: TestPublishAsyncRetriesUntilStreamExists).
+func TestPublishAsyncBatchUnavailable(t *testing.T) {
 	t.Parallel()
-	t.Run("retried", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t, true)
-		p := b.producer(t, producer.WithRetry(30, 20*time.Millisecond, 100*time.Millisecond))
-		for i := range 10 {
-			if _, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-		if err := event.EnsureStreams(b.ctx, b.srv.JS, event.StreamsConfig{}); err != nil {
+	b := setup(t, true)
+	p := b.producer(t, producer.WithRetry(2, 10*time.Millisecond, 20*time.Millisecond), producer.WithAttemptTimeout(200*time.Millisecond))
+	var futures []*producer.Future
+	for i := range 5 {
+		f, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i)))
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Flush(b.ctx); err != nil {
-			t.Fatal(err)
+		futures = append(futures, f)
+	}
+	if err := p.Flush(b.ctx); !errors.Is(err, producer.ErrUnavailable) {
+		t.Fatalf("flush: %v, want ErrUnavailable", err)
+	}
+	for _, f := range futures {
+		if _, err := f.Result(); !errors.Is(err, producer.ErrUnavailable) {
+			t.Fatalf("event %s: %v, want ErrUnavailable", f.EventID(), err)
 		}
-		if batches, alone := b.batches(t); alone != 0 || len(batches) != 1 || len(batches[0].GetEvents()) != 10 {
-			t.Fatalf("%d batches, %d alone: want the 10 events in one batch, stored once", len(batches), alone)
-		}
-	})
-	t.Run("unavailable", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t, true)
-		p := b.producer(t, producer.WithRetry(2, 10*time.Millisecond, 20*time.Millisecond), producer.WithAttemptTimeout(200*time.Millisecond))
-		var futures []*producer.Future
-		for i := range 5 {
-			f, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			futures = append(futures, f)
-		}
-		if err := p.Flush(b.ctx); !errors.Is(err, producer.ErrUnavailable) {
-			t.Fatalf("flush: %v, want ErrUnavailable", err)
-		}
-		for _, f := range futures {
-			if _, err := f.Result(); !errors.Is(err, producer.ErrUnavailable) {
-				t.Fatalf("event %s: %v, want ErrUnavailable", f.EventID(), err)
-			}
-		}
-		if p.Pending() != 0 {
-			t.Fatalf("%d pending", p.Pending())
-		}
-	})
+	}
+	if p.Pending() != 0 {
+		t.Fatalf("%d pending", p.Pending())
+	}
 }
 
 // A caller's tracestate longer than a batch entry may carry is dropped (W3C allows it), not

@@ -444,24 +444,37 @@ func TestPublishAsyncFlush(t *testing.T) {
 	}
 }
 
+// Publishes sent before the stream exists are retried until it does, each stored once: ten
+// messages one by one, or one batch of ten (retried whole, under its own id).
 func TestPublishAsyncRetriesUntilStreamExists(t *testing.T) {
 	t.Parallel()
-	b := setup(t, true)
-	p := b.producer(t, producer.WithRetry(30, 20*time.Millisecond, 100*time.Millisecond), producer.WithBatching(1, 0))
-	for i := range 10 {
-		if _, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	time.Sleep(200 * time.Millisecond)
-	if err := event.EnsureStreams(b.ctx, b.srv.JS, event.StreamsConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Flush(b.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if c := b.count(t); c != 10 {
-		t.Fatalf("stream holds %d, want 10", c)
+	for _, batching := range []int{1, producer.DefaultBatchMaxEvents} {
+		t.Run(fmt.Sprintf("batch=%d", batching), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, true)
+			p := b.producer(t, producer.WithRetry(30, 20*time.Millisecond, 100*time.Millisecond),
+				producer.WithBatching(batching, producer.DefaultBatchLinger))
+			for i := range 10 {
+				if _, err := p.PublishAsync(b.ctx, postTransaction(fmt.Sprintf("c-%d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+			if err := event.EnsureStreams(b.ctx, b.srv.JS, event.StreamsConfig{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Flush(b.ctx); err != nil {
+				t.Fatal(err)
+			}
+			batches, alone := b.batches(t)
+			entries := 0
+			for _, bt := range batches {
+				entries += len(bt.GetEvents())
+			}
+			if batching == 1 && (alone != 10 || len(batches) != 0) || batching > 1 && (alone != 0 || len(batches) != 1 || entries != 10) {
+				t.Fatalf("%d events alone and %d batches of %d events in all", alone, len(batches), entries)
+			}
+		})
 	}
 }
 
