@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custos-dev/custos/pkg/broker"
 )
 
 // ErrConsumerMismatch means the shared consumer exists with settings other than this worker's:
@@ -20,36 +21,41 @@ var ErrConsumerMismatch = errors.New("worker: the shared consumer has other sett
 const metaFingerprint = "custos.pseudonym_key"
 
 // joinAttempts and joinBackoff bound how long a starting worker waits for a slow broker (a
-// cluster electing leaders, or busy) before it gives up on joining its consumer.
+// cluster electing leaders, or busy) before it gives up on a step of its start.
 const (
 	joinAttempts = 6
 	joinBackoff  = time.Second
 )
 
-// joinConsumer joins the shared consumer (joinConsumerOnce), trying again with growing pauses
-// while the broker times out: creating a replicated consumer waits for its leader, which a
-// loaded or recovering cluster may take longer to elect than one API request allows. Any
-// other error (a settings mismatch, a refused permission) is returned at once.
-func (w *Worker) joinConsumer(ctx context.Context, stream string, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+// joinConsumer joins the shared consumer (joinConsumerOnce), trying again while the broker is
+// unavailable (retryStart): creating a replicated consumer waits for its leader, which a loaded
+// or recovering cluster may take longer to elect than one API request allows.
+func (w *Worker) joinConsumer(ctx context.Context, stream string, want jetstream.ConsumerConfig) (cons jetstream.Consumer, err error) {
+	err = w.retryStart(ctx, "joining the consumer "+want.Durable, func() error {
+		cons, err = w.joinConsumerOnce(ctx, stream, want)
+		return err
+	})
+	return cons, err
+}
+
+// retryStart runs a step of Start, trying again with growing pauses, up to joinAttempts times,
+// while the broker is unavailable (broker.Unavailable). Any other error (a settings mismatch, a
+// refused permission) is returned at once.
+func (w *Worker) retryStart(ctx context.Context, what string, step func() error) error {
 	delay := joinBackoff
 	for attempt := 1; ; attempt++ {
-		cons, err := w.joinConsumerOnce(ctx, stream, want)
-		if err == nil || attempt == joinAttempts || ctx.Err() != nil || !brokerTimeout(err) {
-			return cons, err
+		err := step()
+		if err == nil || attempt == joinAttempts || ctx.Err() != nil || !broker.Unavailable(err) {
+			return err
 		}
-		w.log.Warn("joining the consumer timed out; trying again", "consumer", want.Durable, "attempt", attempt, "err", err)
+		w.log.Warn(what+": the broker did not answer; trying again", "attempt", attempt, "err", err)
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 		delay = min(2*delay, 8*time.Second)
 	}
-}
-
-// brokerTimeout reports an error of a broker request that got no answer in time.
-func brokerTimeout(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // joinConsumerOnce creates the shared durable consumer, or joins it if it exists with the same

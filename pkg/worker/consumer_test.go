@@ -3,12 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/custos-dev/custos/pkg/keys"
 )
@@ -56,21 +52,5 @@ func TestWorkerJoinsTheSharedConsumerOnlyWithTheSameSettings(t *testing.T) {
 	}
 	if got := b.consumerInfo().Config.AckWait; got != other.AckWait {
 		t.Fatalf("consumer ack_wait = %v after update_consumer, want %v", got, other.AckWait)
-	}
-}
-
-// Only a broker that did not answer in time makes a starting worker try to join again.
-func TestBrokerTimeout(t *testing.T) {
-	for err, want := range map[error]bool{
-		fmt.Errorf("create consumer: %w", context.DeadlineExceeded): true,
-		nats.ErrTimeout:                     true,
-		nats.ErrNoResponders:                true,
-		ErrConsumerMismatch:                 false,
-		jetstream.ErrStreamNotFound:         false,
-		errors.New("permissions violation"): false,
-	} {
-		if got := brokerTimeout(err); got != want {
-			t.Errorf("brokerTimeout(%v) = %v, want %v", err, got, want)
-		}
 	}
 }

@@ -217,7 +217,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	context.AfterFunc(w.runCtx, w.wakeBytes) // a consume loop waiting for room stops
 	w.workCtx, w.abortWork = context.WithCancel(context.Background())
 	w.intents = newIntentTable(w.deps.JS, w.log)
-	if err := w.intents.start(w.runCtx, w.cfg.Clock().Add(-w.intentHorizon())); err != nil {
+	since := w.cfg.Clock().Add(-w.intentHorizon())
+	// An ordered consumer on a replicated stream waits for the stream's leader, as joining does.
+	if err := w.retryStart(ctx, "following pack intents", func() error { return w.intents.start(w.runCtx, since) }); err != nil {
 		w.cancel()
 		return err
 	}

@@ -75,7 +75,10 @@ func run() error {
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") })}
-	nc, err := cfg.ConnectNATS(opts...)
+	// Started before the broker, or while a cluster elects its leaders, the scheduler waits.
+	nc, err := node.StartWhenAvailable(ctx, log, "broker connection", func(context.Context) (*nats.Conn, error) {
+		return cfg.ConnectNATS(opts...)
+	})
 	if err != nil {
 		return err
 	}
@@ -91,7 +94,9 @@ func run() error {
 		metrics, nc, log)
 	defer admin.Stop(context.Background())
 
-	svc, err := node.StartScheduler(ctx, cfg, js, p, *name, log)
+	svc, err := node.StartWhenAvailable(ctx, log, "scheduler", func(ctx context.Context) (*node.Scheduler, error) {
+		return node.StartScheduler(ctx, cfg, js, p, *name, log)
+	})
 	if err != nil {
 		return err
 	}

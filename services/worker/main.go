@@ -72,8 +72,10 @@ func run() error {
 	defer stopObserving()
 
 	// A key file that does not match the backups, or a class that cannot reach min_replicas,
-	// stops the start (pkg/node).
-	n, err := node.StartWorker(ctx, cfg, *name, log)
+	// stops the start (pkg/node); a broker that cannot answer yet is waited for.
+	n, err := node.StartWhenAvailable(ctx, log, "worker", func(ctx context.Context) (*node.Worker, error) {
+		return node.StartWorker(ctx, cfg, *name, log)
+	})
 	if err != nil {
 		return err
 	}
