@@ -87,11 +87,7 @@ func (ix *Index) Commit(ctx context.Context, m pack.Manifest, targets []string, 
 		byShard[shard(e.Customer)] = append(byShard[shard(e.Customer)], e)
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(byShard)+1)
-	put := func(key string, v any) error {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
+	put := func(key string, b []byte) error {
 		f, err := ix.js.PublishAsync("$KV."+ix.bucket+"."+key, b)
 		if err != nil {
 			return fmt.Errorf("catalog: index %s: %w", key, err)
@@ -100,7 +96,11 @@ func (ix *Index) Commit(ctx context.Context, m pack.Manifest, targets []string, 
 		return nil
 	}
 	for sh, items := range byShard {
-		if err := put(custKey(sh, m.Pack), CustomerRecord{Pack: m.Pack, Class: m.Class, Items: items}); err != nil {
+		b, err := pack.MarshalEntriesRecord(m.Pack, m.Class, items) // a CustomerRecord
+		if err == nil {
+			err = put(custKey(sh, m.Pack), b)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package catalog_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -403,5 +404,22 @@ func TestCommitDurableAcrossRestart(t *testing.T) {
 	}
 	if recs := mustCustomer(t, ix, b.customer(2)); len(recs) != 1 || !sameEntries(recs[0].Items, entriesOf(m, b.customer(2))) {
 		t.Fatalf("customer entries after a restart: %+v", recs)
+	}
+}
+
+// The catalog's record of a customer's items in a pack is encoded without reflection
+// (pack.MarshalEntriesRecord); it must stay the JSON of CustomerRecord, which readers decode.
+func TestCustomerRecordEncoding(t *testing.T) {
+	items := []pack.Entry{{ID: "i1", Customer: "c1", Seq: 7, EventTime: t0, Offset: 10, Length: 20, SHA256: "ab"},
+		{ID: "i2", Customer: "c<2>", Seq: 8, EventTime: t0.Add(time.Nanosecond), SHA256: "cd"}}
+	for _, its := range [][]pack.Entry{items, items[:1], nil} {
+		want, err := json.Marshal(catalog.CustomerRecord{Pack: "p1", Class: "critical", Items: its})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pack.MarshalEntriesRecord("p1", "critical", its)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("got %s (%v), want %s", got, err, want)
+		}
 	}
 }

@@ -95,7 +95,7 @@ func (c *Codec) Close() {
 
 func plaintextHeader(meta ItemMeta) ([]byte, error) {
 	meta.V = 1
-	mb, err := json.Marshal(meta)
+	mb, err := marshalItemMeta(&meta)
 	if err != nil {
 		return nil, fmt.Errorf("pack: encode item meta: %w", err)
 	}
@@ -153,7 +153,7 @@ func (c *Codec) SealCompressed(dek []byte, pseudonym, class, itemID string, meta
 func (c *Codec) SealItem(dek []byte, pseudonym, class, itemID string, meta ItemMeta, data []byte) ([]byte, error) {
 	meta.Size = int64(len(data))
 	meta.V = 1
-	mb, err := json.Marshal(meta)
+	mb, err := marshalItemMeta(&meta)
 	if err != nil {
 		return nil, fmt.Errorf("pack: encode item meta: %w", err)
 	}

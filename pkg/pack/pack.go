@@ -151,7 +151,7 @@ func manifestAAD(packID string) []byte { return crypto.AAD("custos-manifest", pa
 
 // SealManifest encrypts a manifest under the catalog data key, deterministically.
 func SealManifest(catalogKey []byte, m Manifest) ([]byte, error) {
-	js, err := json.Marshal(m)
+	js, err := marshalManifest(&m)
 	if err != nil {
 		return nil, fmt.Errorf("pack: encode manifest: %w", err)
 	}
