@@ -2,11 +2,14 @@ package producer_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/internal/natstest"
 	"github.com/custos-dev/custos/pkg/producer"
+	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 
 // BenchmarkPublishAsync measures PublishAsync+Flush of small post-transaction events against an
@@ -48,5 +51,43 @@ func BenchmarkPublish(b *testing.B) {
 		if _, err := p.PublishPostTransaction(ctx, postTransaction("c-1")); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkPublishAsyncRecord10KiB publishes ~10 KiB JSON records, as the peer bench does: the
+// SDK compresses each and batches them.
+func BenchmarkPublishAsyncRecord10KiB(b *testing.B) {
+	srv := natstest.Start(b)
+	ctx := context.Background()
+	if err := event.EnsureStreams(ctx, srv.JS, event.StreamsConfig{}); err != nil {
+		b.Fatal(err)
+	}
+	p, err := producer.New(srv.JS, source)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	var recs [][]byte
+	for range 64 {
+		var rec []byte
+		for len(rec) < 10<<10 {
+			rec = fmt.Appendf(rec, `{"order":"ORD-%09d","sku":"SKU-%06d","qty":%d,"status":%q},`,
+				r.IntN(1e9), r.IntN(1e6), r.IntN(9)+1, []string{"paid", "shipped", "open"}[r.IntN(3)])
+		}
+		recs = append(recs, rec)
+	}
+	b.SetBytes(10 << 10)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		ev := postTransaction(fmt.Sprintf("c-%d", i%100))
+		ev.Record.Source = &custosv1.Record_Inline{Inline: recs[i%len(recs)]}
+		if _, err := p.PublishPostTransactionAsync(ctx, ev); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	if err := p.Flush(ctx); err != nil {
+		b.Fatal(err)
 	}
 }
