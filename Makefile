@@ -7,6 +7,12 @@ SHELL := /bin/bash
 # vulnerabilities; `make vulncheck`). The modules still declare go 1.26.
 export GOTOOLCHAIN := go1.27.3
 
+# Build tags of every build and test. disable_grpc_modules leaves out the GCS client's gRPC
+# DirectPath (xDS, RLS): Custos speaks GCS's JSON/XML API. The binaries are 18 MB smaller and
+# start about 15 ms sooner (docs/performance.md). A plain `go build` without it works the same.
+GO_TAGS := disable_grpc_modules
+export GOFLAGS := -tags=$(GO_TAGS)
+
 # Every Go module of the workspace; deploy/tools is a separate tool module outside go.work.
 MODULES := proto pkg pkg/target/rclone services/worker services/cli services/scheduler tests
 BIN     := bin
