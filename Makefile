@@ -81,11 +81,12 @@ generate-check: generate ## Fail if the committed generated code is stale
 	@git diff --exit-code -- proto/ || { echo "generated code in proto/ is stale: run 'make generate' and commit"; exit 1; }
 
 .PHONY: lint
-lint: ## gofmt, go vet, layer rules, go directives and standalone builds of each module
+lint: ## gofmt, go vet, layer rules, go directives, standalone and cgo-free builds of each module
 	@out=$$(gofmt -l $(MODULES) deploy/tools deploy/vulncheck); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	@bash deploy/lint-layers.sh
 	@for m in services/worker services/cli services/scheduler; do (cd $$m && GOWORK=off go build -o /dev/null . ) || { echo "$$m does not build alone (GOWORK=off)"; exit 1; }; done
+	@for m in services/worker services/cli services/scheduler; do (cd $$m && CGO_ENABLED=0 go build -o /dev/null . ) || { echo "$$m does not build without cgo, as deploy/docker/Dockerfile builds it"; exit 1; }; done
 
 .PHONY: tidy
 tidy: ## go mod tidy in every module, then sync the workspace

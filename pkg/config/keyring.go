@@ -8,7 +8,6 @@ import (
 
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/keys/awskms"
-	"github.com/custos-dev/custos/pkg/keys/pkcs11kms"
 )
 
 // OpenKeyring opens the KEK backend keys.backend names and the pseudonym key in keys.file. With
@@ -48,8 +47,7 @@ func (c *Config) openExternalRing(ctx context.Context, create bool) (keys.Ring, 
 			}
 			pin = strings.TrimSpace(string(b))
 		}
-		return pkcs11kms.Open(ctx, pkcs11kms.Config{Module: p.Module, TokenLabel: p.TokenLabel, PIN: pin,
-			LabelPrefix: p.LabelPrefix}, create)
+		return openPKCS11(ctx, p.Module, p.TokenLabel, p.LabelPrefix, pin, create)
 	case "aws_kms":
 		a := c.Keys.AWSKMS
 		return awskms.Open(ctx, awskms.Config{Endpoint: a.Endpoint, Region: a.Region, Alias: a.Alias}, create)
