@@ -227,7 +227,9 @@ func splitPlain(plain []byte) (ItemMeta, []byte, error) {
 
 // StreamItem compresses and encrypts a record read from r into w with memory that does not grow
 // with the record's size. meta.Size must be the exact size of r's content. The nonce is random:
-// streaming cannot know the compressed digest in advance (design.md section 6).
+// streaming cannot know the compressed digest in advance (design.md section 6). The record is
+// compressed in pieces of streamPiece bytes, each its own zstd frame, on every core at once
+// (compressPieces); the frames follow one another in the record's order.
 func StreamItem(w io.Writer, dek []byte, pseudonym, class, itemID string, meta ItemMeta, r io.Reader) error {
 	hdr, err := plaintextHeader(meta)
 	if err != nil {
@@ -241,27 +243,116 @@ func StreamItem(w io.Writer, dek []byte, pseudonym, class, itemID string, meta I
 	if err != nil {
 		return err
 	}
-	zw, err := zstd.NewWriter(ew, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(streamConcurrency()),
-		zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
-	if err != nil {
-		return fmt.Errorf("pack: zstd writer: %w", err)
-	}
-	if _, err := zw.Write(hdr); err != nil {
+	enc := streamEncoder()
+	if _, err := ew.Write(enc.EncodeAll(hdr, nil)); err != nil {
 		return err
 	}
-	n, err := io.Copy(zw, r)
+	n, err := compressPieces(ew, enc, r, meta.Size)
 	if err != nil {
-		zw.Close()
-		return fmt.Errorf("pack: read record: %w", err)
+		return err
 	}
 	if n != meta.Size {
-		zw.Close()
 		return fmt.Errorf("pack: record is %d bytes, reference says %d", n, meta.Size)
 	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
 	return ew.Close()
+}
+
+// streamPiece is the size of the pieces a streamed record is compressed in. Each is a frame of
+// its own, so pieces compress on several cores at once; matches do not cross pieces, which
+// costs little at the fastest level. Small pieces keep the memory of a streamed record small:
+// the pieces in flight are most of it.
+const streamPiece = 512 << 10
+
+// streamEncoder compresses the pieces of streamed records: EncodeAll runs on up to
+// streamConcurrency pieces at once, for every record of the process.
+var streamEncoder = sync.OnceValue(func() *zstd.Encoder {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(streamConcurrency()),
+		zstd.WithWindowSize(streamPiece), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		panic("pack: zstd encoder: " + err.Error()) // only for invalid options
+	}
+	return enc
+})
+
+// piece is one piece of a streamed record on its way through compressPieces.
+type piece struct {
+	in   *[]byte
+	out  *[]byte
+	done chan struct{}
+}
+
+// compressPieces reads r to its end (or to one byte past size, which is then an error for the
+// caller) in pieces of streamPiece bytes, compresses them concurrently with enc and writes the
+// frames to w in order. At most streamConcurrency()+1 pieces are held at once. It returns the
+// bytes read from r.
+func compressPieces(w io.Writer, enc *zstd.Encoder, r io.Reader, size int64) (int64, error) {
+	workers := streamConcurrency()
+	// At most workers+1 pieces are between reader and writer (order's buffer and the one the
+	// writer waits for), so jobs, which holds only some of them, never blocks the reader.
+	order := make(chan *piece, workers) // pieces in record order, as read
+	jobs := make(chan *piece, workers+1)
+	stop := make(chan struct{})
+	var readErr error
+	var n int64
+	go func() { // reader: the only one touching r, n and readErr until order is closed
+		defer close(order)
+		defer close(jobs)
+		for n <= size {
+			in := getBuf(streamPiece)
+			k, err := io.ReadFull(r, (*in)[:streamPiece])
+			n += int64(k)
+			if k == 0 {
+				putBuf(in)
+			} else {
+				*in = (*in)[:k]
+				p := &piece{in: in, done: make(chan struct{})}
+				select {
+				case order <- p:
+					jobs <- p
+				case <-stop:
+					putBuf(in)
+					return
+				}
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return
+			}
+			if err != nil {
+				readErr = fmt.Errorf("pack: read record: %w", err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range jobs {
+				out := getBuf(len(*p.in)/2 + 64)
+				*out = enc.EncodeAll(*p.in, (*out)[:0])
+				putBuf(p.in)
+				p.out = out
+				close(p.done)
+			}
+		}()
+	}
+	var writeErr error
+	for p := range order {
+		<-p.done
+		if writeErr == nil {
+			if _, err := w.Write(*p.out); err != nil {
+				writeErr = err
+				close(stop)
+			}
+		}
+		putBuf(p.out)
+	}
+	wg.Wait()
+	if writeErr != nil {
+		return n, writeErr
+	}
+	return n, readErr
 }
 
 // ItemReader streams one stored item: Meta is filled before the first Read of the record bytes.

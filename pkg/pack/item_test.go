@@ -598,3 +598,60 @@ func openStreamNoPanic(t testing.TB, sealed []byte) (meta pack.ItemMeta, data []
 	data, err = pack.ReadAllLimited(ir, 1<<20)
 	return ir.Meta, data, err
 }
+
+// failAfter accepts n bytes, then fails every write.
+type failAfter struct {
+	n   int
+	err error
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		return 0, f.err
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// A record streamed in several pieces, compressed at once on several cores, reads back whole
+// and in order, through both openers, at sizes around the piece boundaries; a source longer
+// than the reference says is refused; a writer that fails stops the streaming with its error
+// and leaves no goroutine behind (TestMain checks).
+func TestStreamItemPieces(t *testing.T) {
+	t.Parallel()
+	codec := newCodec(t)
+	const piece = 512 << 10
+	for _, size := range []int{piece - 1, piece, piece + 1, 2 * piece, 5*piece + 12345} {
+		var data []byte
+		for i := 0; len(data) < size; i++ { // compressible, and different in every piece
+			data = fmt.Appendf(data, "line %d of the export: order=%d status=shipped\n", i, i*7919%100003)
+		}
+		data = data[:size]
+		m := testMeta()
+		m.Size = int64(size)
+		var streamed bytes.Buffer
+		if err := pack.StreamItem(&streamed, testDEK, testPseudo, testClass, testItemID, m, iotest.HalfReader(bytes.NewReader(data))); err != nil {
+			t.Fatalf("size %d: StreamItem: %v", size, err)
+		}
+		if streamed.Len() > size/2 {
+			t.Errorf("size %d: streamed item is %d bytes: not compressed", size, streamed.Len())
+		}
+		if _, got, err := codec.OpenItem(testDEK, testPseudo, testClass, testItemID, streamed.Bytes()); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("size %d: OpenItem: equal=%v err=%v", size, bytes.Equal(got, data), err)
+		}
+		if _, got, err := openStream(bytes.NewReader(streamed.Bytes()), testDEK, testPseudo, testClass, testItemID); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("size %d: OpenItemStream: equal=%v err=%v", size, bytes.Equal(got, data), err)
+		}
+		m.Size = int64(size - piece/2)
+		if err := pack.StreamItem(io.Discard, testDEK, testPseudo, testClass, testItemID, m, bytes.NewReader(data)); err == nil {
+			t.Fatalf("size %d: a source longer than the reference was streamed", size)
+		}
+	}
+	data := random(9, 6*piece)
+	m := testMeta()
+	m.Size = int64(len(data))
+	boom := errors.New("spool disk full")
+	if err := pack.StreamItem(&failAfter{n: 2 * piece, err: boom}, testDEK, testPseudo, testClass, testItemID, m, bytes.NewReader(data)); !errors.Is(err, boom) {
+		t.Fatalf("StreamItem into a failing writer = %v, want %v", err, boom)
+	}
+}
