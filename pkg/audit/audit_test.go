@@ -301,7 +301,17 @@ func TestStreamTampering(t *testing.T) {
 				if err := ns.JS.DeleteStream(ctx, audit.StreamName); err != nil {
 					t.Fatal(err)
 				}
-				s, err := ns.JS.CreateStream(ctx, jetstream.StreamConfig{Name: audit.StreamName, Subjects: []string{audit.SubjectPrefix + ">"}})
+				// The server removes a deleted stream's files after answering; creating the
+				// stream again at once can meet them (err_code 10049) on a loaded machine.
+				var s jetstream.Stream
+				for try := 0; ; try++ {
+					s, err = ns.JS.CreateStream(ctx, jetstream.StreamConfig{Name: audit.StreamName, Subjects: []string{audit.SubjectPrefix + ">"}})
+					var apiErr *jetstream.APIError
+					if err == nil || try == 50 || !errors.As(err, &apiErr) || apiErr.ErrorCode != 10049 {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
