@@ -55,6 +55,7 @@ var (
 	records    = flag.Int("records", 20000, "records (~10 KiB of JSON each) in the peer section's data set")
 	resticBin  = flag.String("restic", "", "restic binary for the peer section (default: deploy/bench/install-restic.sh installs it)")
 	cliBin     = flag.String("cli-bin", "", "custos CLI binary, for restores (default: build from this checkout)")
+	taskConc   = flag.Int("task-concurrency", 0, "snapshot tasks the peer section's worker runs at once (0: the worker's default)")
 	batching   = flag.Bool("batch", true, "producers batch post-transaction events (the SDK's default); -batch=false sends one message per event, for an A/B")
 )
 

@@ -578,6 +578,7 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 	}
 	o := prodLike
 	o.Targets = 1
+	o.TaskConcurrency = *taskConc
 	o.Postgres = &harness.PostgresSource{DSN: dsn, Class: config.SourceClass{Tenant: peerTenant, Tables: []config.SourceTable{{
 		Name: "records", Table: "records", CustomerColumn: "customer_id", KeyColumns: []string{"key"},
 		ChangeColumn: "updated_at", DeletedColumn: "deleted",
