@@ -12,18 +12,25 @@ import (
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
 )
 
-// BenchmarkPublishAsync measures PublishAsync+Flush of small post-transaction events against an
-// embedded server (protobuf, no tracing).
-func BenchmarkPublishAsync(b *testing.B) {
+// benchProducer returns a producer on a fresh embedded server with the event streams.
+func benchProducer(b *testing.B) *producer.Producer {
+	b.Helper()
 	srv := natstest.Start(b)
-	ctx := context.Background()
-	if err := event.EnsureStreams(ctx, srv.JS, event.StreamsConfig{}); err != nil {
+	if err := event.EnsureStreams(context.Background(), srv.JS, event.StreamsConfig{}); err != nil {
 		b.Fatal(err)
 	}
 	p, err := producer.New(srv.JS, source)
 	if err != nil {
 		b.Fatal(err)
 	}
+	return p
+}
+
+// BenchmarkPublishAsync measures PublishAsync+Flush of small post-transaction events against an
+// embedded server (protobuf, no tracing).
+func BenchmarkPublishAsync(b *testing.B) {
+	ctx := context.Background()
+	p := benchProducer(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := p.PublishPostTransactionAsync(ctx, postTransaction("c-1")); err != nil {
@@ -37,15 +44,8 @@ func BenchmarkPublishAsync(b *testing.B) {
 
 // BenchmarkPublish measures synchronous publishes (one round trip each).
 func BenchmarkPublish(b *testing.B) {
-	srv := natstest.Start(b)
 	ctx := context.Background()
-	if err := event.EnsureStreams(ctx, srv.JS, event.StreamsConfig{}); err != nil {
-		b.Fatal(err)
-	}
-	p, err := producer.New(srv.JS, source)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := benchProducer(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := p.PublishPostTransaction(ctx, postTransaction("c-1")); err != nil {
@@ -57,15 +57,8 @@ func BenchmarkPublish(b *testing.B) {
 // BenchmarkPublishAsyncRecord10KiB publishes ~10 KiB JSON records, as the peer bench does: the
 // SDK compresses each and batches them.
 func BenchmarkPublishAsyncRecord10KiB(b *testing.B) {
-	srv := natstest.Start(b)
 	ctx := context.Background()
-	if err := event.EnsureStreams(ctx, srv.JS, event.StreamsConfig{}); err != nil {
-		b.Fatal(err)
-	}
-	p, err := producer.New(srv.JS, source)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := benchProducer(b)
 	r := rand.New(rand.NewPCG(1, 2))
 	var recs [][]byte
 	for range 64 {

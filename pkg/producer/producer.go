@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/erasure"
 	"github.com/custos-dev/custos/pkg/event"
 	"github.com/custos-dev/custos/pkg/telemetry"
@@ -280,22 +281,10 @@ func (p *Producer) backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// transient reports whether err may go away by itself: no stream answered (absent, or a leader
-// election), a timeout, a disconnection, or JetStream reporting itself unavailable (503).
+// transient reports whether err may go away by itself: the broker unavailable (no stream
+// answered, a leader election, a timeout, a disconnection, 503: broker.Unavailable), or the
+// client's own publish window timing out or stalling.
 func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	switch {
-	case errors.Is(err, nats.ErrNoResponders),
-		errors.Is(err, jetstream.ErrNoStreamResponse),
-		errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, jetstream.ErrAsyncPublishTimeout),
-		errors.Is(err, jetstream.ErrTooManyStalledMsgs),
-		errors.Is(err, nats.ErrDisconnected),
-		errors.Is(err, nats.ErrConnectionReconnecting):
-		return true
-	case errors.As(err, &apiErr):
-		return apiErr.Code == 503
-	}
-	return false
+	return broker.Unavailable(err) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs)
 }
