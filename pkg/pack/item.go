@@ -283,8 +283,8 @@ type piece struct {
 
 // compressPieces reads r to its end (or to one byte past size, which is then an error for the
 // caller) in pieces of streamPiece bytes, compresses them concurrently with enc and writes the
-// frames to w in order. At most streamConcurrency()+1 pieces are held at once. It returns the
-// bytes read from r.
+// frames to w in order. At most streamConcurrency()+2 pieces are held at once (one being read,
+// the others compressing or waiting to be written). It returns the bytes read from r.
 func compressPieces(w io.Writer, enc *zstd.Encoder, r io.Reader, size int64) (int64, error) {
 	workers := streamConcurrency()
 	// At most workers+1 pieces are between reader and writer (order's buffer and the one the
@@ -475,7 +475,7 @@ func ReadAllLimited(it *ItemReader, max int64) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// streamConcurrency is how many blocks of a streamed item are compressed at once: one per core
-// (at most 4), so that a single large item is not limited to one core's zstd speed. Each
-// concurrent block encoder holds about a window (1 MiB) of memory.
+// streamConcurrency is how many pieces of streamed records are compressed at once: one per
+// core (at most 4), so that a single large item is not limited to one core's zstd speed. Each
+// concurrent encoder holds about a piece (512 KiB) of memory besides the piece itself.
 func streamConcurrency() int { return min(runtime.GOMAXPROCS(0), 4) }
