@@ -378,7 +378,7 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		if err := r.prefetchShards(ctx, b.recs); err != nil {
 			return err
 		}
-		if err := r.addBatch(ctx, b.recs); err != nil {
+		if err := r.addBatch(ctx, b.recs, b.sums); err != nil {
 			return err
 		}
 		r.reportProgress(ctx)
@@ -424,6 +424,10 @@ func (r *taskRun) reportProgress(ctx context.Context) {
 // readBatch is a batch of records read from a source, or the error that ended the reading.
 type readBatch struct {
 	recs []source.Record
+	// sums holds the SHA-256 of each record's Data, computed on the reading goroutine so that
+	// it overlaps the sealing of the batch before; nil where the record has no Data (a
+	// tombstone, or one the worker streams through Open).
+	sums []*[32]byte
 	err  error
 }
 
@@ -434,6 +438,7 @@ func readBatches(ctx context.Context, sn source.Snapshot, out chan<- readBatch) 
 	defer close(out)
 	for eof := false; !eof; {
 		batch := make([]source.Record, 0, readAhead)
+		sums := make([]*[32]byte, 0, readAhead)
 		batchBytes := 0
 		var err error
 		for len(batch) < readAhead && batchBytes < readAheadBytes {
@@ -448,9 +453,15 @@ func readBatches(ctx context.Context, sn source.Snapshot, out chan<- readBatch) 
 			}
 			batch = append(batch, rec)
 			batchBytes += len(rec.Data)
+			var sum *[32]byte
+			if rec.Open == nil && !rec.Deleted {
+				s := sha(rec.Data)
+				sum = &s
+			}
+			sums = append(sums, sum)
 		}
 		select {
-		case out <- readBatch{recs: batch, err: err}:
+		case out <- readBatch{recs: batch, sums: sums, err: err}:
 		case <-ctx.Done():
 			return
 		}
@@ -507,10 +518,14 @@ type toSeal struct {
 // order; sealing the new items, the costly part (zstd and AES-GCM), runs on every core; the
 // sealed items then join the pack in source order, so the packs are the same as if they had
 // been sealed one after another.
-func (r *taskRun) addBatch(ctx context.Context, batch []source.Record) error {
+func (r *taskRun) addBatch(ctx context.Context, batch []source.Record, sums []*[32]byte) error {
 	var seal []*toSeal
-	for _, rec := range batch {
-		ts, err := r.prepare(ctx, rec)
+	for i, rec := range batch {
+		var sum *[32]byte
+		if i < len(sums) {
+			sum = sums[i]
+		}
+		ts, err := r.prepare(ctx, rec, sum)
 		if err != nil {
 			return err
 		}
@@ -545,7 +560,7 @@ func sealAll(w *Worker, class string, seal []*toSeal) {
 
 // prepare decides what one record needs: a tombstone or an unchanged record is listed in the
 // manifest at once (nil is returned), anything else is returned to be sealed into the pack.
-func (r *taskRun) prepare(ctx context.Context, rec source.Record) (*toSeal, error) {
+func (r *taskRun) prepare(ctx context.Context, rec source.Record, sum *[32]byte) (*toSeal, error) {
 	w, j := r.w, r.job
 	if rec.CustomerID == "" || rec.Key == "" {
 		return nil, fmt.Errorf("%w: a record without customer or key", source.ErrMalformed)
@@ -578,7 +593,10 @@ func (r *taskRun) prepare(ctx context.Context, rec source.Record) (*toSeal, erro
 		return nil, err
 	}
 	r.res.Bytes += int64(len(data))
-	sum := sha(data)
+	if sum == nil { // a streamed record: its bytes were read just now
+		s := sha(data)
+		sum = &s
+	}
 	digest := w.deps.Pseudonyms.Pseudonym("content:"+pseudo, hex.EncodeToString(sum[:]))
 	shard := snapshot.Shard(j.Class, pseudo, ref)
 	known, err := r.shard(ctx, shard)
@@ -730,11 +748,13 @@ func (r *taskRun) flush(ctx context.Context) error {
 		return nil
 	}
 	w, j := r.w, r.job
-	p := &pendingPack{built: pack.Build(j.Class, r.items), refs: r.refs, items: len(r.items), done: make(chan error, 1)}
-	// The pack is written while the task seals the next one; settle (at the next flush, or at
-	// the end of the task) waits for it and lists its items. Nothing is listed before its pack
-	// is durable, and the manifest is written after every pack.
+	items := r.items
+	p := &pendingPack{refs: r.refs, items: len(items), done: make(chan error, 1)}
+	// The pack is built and written while the task seals the next one; settle (at the next
+	// flush, or at the end of the task) waits for it and lists its items. Nothing is listed
+	// before its pack is durable, and the manifest is written after every pack.
 	go func() {
+		p.built = pack.Build(j.Class, items) // read by settle only after done
 		p.done <- w.writePack(ctx, j.Class, j.Hold, p.built.Manifest, p.built.Sum, replica.BytesSource(p.built.Data))
 	}()
 	r.pending = p
