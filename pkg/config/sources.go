@@ -66,6 +66,7 @@ type SourceTable struct {
 	Table          string   `yaml:"table"`
 	Query          string   `yaml:"query"`
 	Columns        []string `yaml:"columns"`
+	ValueColumn    string   `yaml:"value_column"`
 	CustomerColumn string   `yaml:"customer_column"`
 	KeyColumns     []string `yaml:"key_columns"`
 	TenantColumn   string   `yaml:"tenant_column"`

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/custos-dev/custos/pkg/source"
@@ -347,6 +349,7 @@ type snapshot struct {
 	table  int
 	rows   pgx.Rows
 	nkeys  int
+	ctype  string // the content type of the current table's records
 	done   bool
 	err    error
 	closed bool
@@ -441,7 +444,12 @@ func (sn *snapshot) next1() (source.Record, error) {
 			if err != nil {
 				return source.Record{}, fmt.Errorf("postgres: table %q: %w", tb.Name, err)
 			}
-			sn.rows, sn.nkeys = rows, len(tb.KeyColumns)
+			ctype, err := contentType(tb, rows.FieldDescriptions())
+			if err != nil {
+				rows.Close()
+				return source.Record{}, fmt.Errorf("%w: postgres: table %q: %v", source.ErrInvalidRequest, tb.Name, err)
+			}
+			sn.rows, sn.nkeys, sn.ctype = rows, len(tb.KeyColumns), ctype
 		}
 		tb := sn.class.Tables[sn.table]
 		if !sn.rows.Next() {
@@ -470,7 +478,7 @@ func (sn *snapshot) next1() (source.Record, error) {
 		if cust == nil {
 			return source.Record{}, fmt.Errorf("%w: postgres: table %q: a row has NULL in customer column %q", source.ErrMalformed, tb.Name, tb.CustomerColumn)
 		}
-		rec := source.Record{Tenant: sn.class.Tenant, CustomerID: *cust, ContentType: "application/json", Deleted: deleted}
+		rec := source.Record{Tenant: sn.class.Tenant, CustomerID: *cust, ContentType: sn.ctype, Deleted: deleted}
 		if tb.TenantColumn != "" {
 			if tenant == nil || *tenant == "" {
 				return source.Record{}, fmt.Errorf("%w: postgres: table %q: a row has no tenant in column %q", source.ErrMalformed, tb.Name, tb.TenantColumn)
@@ -487,10 +495,34 @@ func (sn *snapshot) next1() (source.Record, error) {
 			key.WriteString(url.PathEscape(*k))
 		}
 		rec.Key = key.String()
-		if !deleted && doc != nil {
+		if !deleted {
 			rec.Data = doc
+			if rec.Data == nil { // a NULL value column: an empty record, not a tombstone
+				rec.Data = []byte{}
+			}
 		}
 		return rec, nil
+	}
+}
+
+// contentType is the content type of a table's records, from the type of the value column
+// (the last one of the row query) when the table sets one; the row's JSON otherwise.
+func contentType(tb Table, fields []pgconn.FieldDescription) (string, error) {
+	if tb.ValueColumn == "" {
+		return "application/json", nil
+	}
+	if len(fields) == 0 {
+		return "", fmt.Errorf("value column %q: no result columns", tb.ValueColumn)
+	}
+	switch oid := fields[len(fields)-1].DataTypeOID; oid {
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		return "application/json", nil
+	case pgtype.TextOID, pgtype.VarcharOID:
+		return "text/plain; charset=utf-8", nil
+	case pgtype.ByteaOID:
+		return "application/octet-stream", nil
+	default:
+		return "", fmt.Errorf("value column %q has type oid %d: use json, jsonb, text, varchar or bytea (or Columns for the row's JSON)", tb.ValueColumn, oid)
 	}
 }
 

@@ -71,6 +71,12 @@ type Table struct {
 	// Columns, when set, are the columns of the row's JSON, in this order; default every column
 	// of the table or query in its own order.
 	Columns []string
+	// ValueColumn, when set, makes each row's record this column's value as stored, rather than
+	// the row's JSON: for tables that hold one document per row, whose restore should give the
+	// document back byte for byte. Its type must be json, jsonb, text, varchar or bytea, and sets
+	// the record's content type (application/json, text/plain or application/octet-stream). A
+	// NULL value is an empty record. Not with Columns.
+	ValueColumn string
 	// CustomerColumn holds the customer id (any type; compared as text). Required.
 	CustomerColumn string
 	// KeyColumns identify the row within the customer (the primary key, usually). Required.
@@ -173,7 +179,10 @@ func (t Table) validate(c Class) error {
 			return fmt.Errorf("incremental mode %q reads the xmin of table rows: use a Table, not a Query", ByXmin)
 		}
 	}
-	ids := append([]string{t.Schema, t.Table, t.CustomerColumn, t.TenantColumn, t.ChangeColumn, t.DeletedColumn}, t.KeyColumns...)
+	if t.ValueColumn != "" && len(t.Columns) > 0 {
+		return fmt.Errorf("set Columns (the row as JSON) or ValueColumn (one column's value), not both")
+	}
+	ids := append([]string{t.Schema, t.Table, t.CustomerColumn, t.TenantColumn, t.ChangeColumn, t.DeletedColumn, t.ValueColumn}, t.KeyColumns...)
 	ids = append(ids, t.Columns...)
 	for _, id := range ids {
 		if strings.ContainsRune(id, 0) {

@@ -372,6 +372,7 @@ func TestConfigAndInputErrors(t *testing.T) {
 		"xmin on query":    {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Incremental: ByXmin, Tables: []Table{{Name: "t", Query: "SELECT 1", CustomerColumn: "c", KeyColumns: []string{"k"}}}}}},
 		"table and query":  {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "t", Table: "t", Query: "SELECT 1", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u"}}}}},
 		"duplicate names":  {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good, good}}}},
+		"columns and value": {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "t", Table: "t", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u", Columns: []string{"v"}, ValueColumn: "v"}}}}},
 		"bad DSN":          {DSN: "postgres://user:s3cretpw@[bad/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good}}}},
 	} {
 		_, err := New(cfg)
@@ -423,6 +424,59 @@ func TestConfigAndInputErrors(t *testing.T) {
 	}
 	if _, err := s.Snapshot(ctx, source.Request{DataClass: "a", Method: source.Full, Shared: "not-a-token"}); !errors.Is(err, source.ErrInvalidRequest) {
 		t.Errorf("bad shared token: %v", err)
+	}
+}
+
+// TestValueColumn: a table that holds one document per row gives each document back as it is
+// stored, with the content type of its column; a column of another type is refused.
+func TestValueColumn(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.Start(t)
+	d := newDB(t, srv, `CREATE TABLE docs (c text, k text, u timestamptz DEFAULT now(),
+		js json, jb jsonb, tx text, b bytea, n int)`)
+	json := `{"b": 1,  "a": "x\"y"}`
+	bin := []byte{0, 0xff, 'x', 0x80, '\\'}
+	d.exec(t, `INSERT INTO docs (c, k, js, jb, tx, b, n) VALUES ('c1', 'd1', $1::text::json, $1::text::jsonb, 'plain "text"', $2, 7),
+		('c1', 'd2', NULL, NULL, NULL, NULL, NULL)`, json, bin)
+	table := func(name, value string) Table {
+		return Table{Name: name, Table: "docs", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u", ValueColumn: value}
+	}
+	s := newSource(t, Config{DSN: d.dsn, Classes: map[string]Class{
+		"docs": {Tenant: "x", Tables: []Table{table("js", "js"), table("jb", "jb"), table("tx", "tx"), table("b", "b")}},
+		"int":  {Tenant: "x", Tables: []Table{table("n", "n")}},
+	}})
+	got, _ := readAll(t, s, source.Request{DataClass: "docs", Method: source.Full})
+	for key, want := range map[string]struct {
+		data, ctype string
+	}{
+		"c1 js/d1": {json, "application/json"},
+		"c1 jb/d1": {`{"a": "x\"y", "b": 1}`, "application/json"}, // jsonb keeps PostgreSQL's form
+		"c1 tx/d1": {`plain "text"`, "text/plain; charset=utf-8"},
+		"c1 b/d1":  {string(bin), "application/octet-stream"},
+		"c1 js/d2": {"", "application/json"},
+		"c1 b/d2":  {"", "application/octet-stream"},
+	} {
+		rec, ok := got[key]
+		if !ok {
+			t.Errorf("%s: missing; got %v", key, keysOf(got))
+			continue
+		}
+		if string(rec.Data) != want.data || rec.Data == nil || rec.ContentType != want.ctype || rec.Deleted {
+			t.Errorf("%s: data %q (nil %v), type %q, deleted %v; want %q, %q", key, rec.Data, rec.Data == nil, rec.ContentType, rec.Deleted, want.data, want.ctype)
+		}
+	}
+	if len(got) != 8 {
+		t.Errorf("records = %v, want 8", keysOf(got))
+	}
+
+	ctx := context.Background()
+	snap, err := s.Snapshot(ctx, source.Request{DataClass: "int", Method: source.Full})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	if _, err := snap.Next(ctx); !errors.Is(err, source.ErrInvalidRequest) || !strings.Contains(err.Error(), `value column "n"`) {
+		t.Errorf("an int value column: %v, want ErrInvalidRequest naming the column", err)
 	}
 }
 

@@ -86,9 +86,14 @@ func buildRowQuery(tb Table, full bool, lower *bound, xw *xminWindow, rng source
 		sel = append(sel, "("+col(k)+")::text")
 	}
 	from := relation(tb)
-	if len(tb.Columns) == 0 {
+	switch {
+	case tb.ValueColumn != "":
+		// As stored, not cast: the driver then returns a bytea's bytes rather than its hex text,
+		// and the column's type (checked by the reader) says what the bytes are.
+		sel = append(sel, col(tb.ValueColumn))
+	case len(tb.Columns) == 0:
 		sel = append(sel, "row_to_json(t)::text")
-	} else {
+	default:
 		cols := make([]string, len(tb.Columns))
 		for i, c := range tb.Columns {
 			cols[i] = col(c)

@@ -581,7 +581,7 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 	o.TaskConcurrency = *taskConc
 	o.Postgres = &harness.PostgresSource{DSN: dsn, Class: config.SourceClass{Tenant: peerTenant, Tables: []config.SourceTable{{
 		Name: "records", Table: "records", CustomerColumn: "customer_id", KeyColumns: []string{"key"},
-		ChangeColumn: "updated_at", DeletedColumn: "deleted",
+		ValueColumn: "value", ChangeColumn: "updated_at", DeletedColumn: "deleted",
 	}}}}
 	s, err := newStackIn(dir, o)
 	if err != nil {
@@ -656,6 +656,11 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 	}
 	if files != d.n {
 		return fmt.Errorf("snapshot restore wrote %d files, want %d", files, d.n)
+	}
+	if err := sameRecords(d, func(i int) string {
+		return restore.Path(out, peerTenant, customerOf(i), "records/"+recordName(i))
+	}); err != nil {
+		return fmt.Errorf("snapshot restore: %w", err)
 	}
 	// The output stays until the section ends (see noDeletes).
 	res.snapStored, err = dirSize(s.Targets[0])
