@@ -132,7 +132,7 @@ func (r *Reader) Manifest(ctx context.Context, id string) (pack.Manifest, error)
 func (r *Reader) TaskManifest(ctx context.Context, job string, t snapshot.TaskResult) (snapshot.Manifest, error) {
 	name := t.Manifest.Name
 	if name == "" {
-		name = TaskManifestName(job, t.Task)
+		name = TaskManifestName(job, t.Task, "")
 	}
 	return first(ctx, r, name, func(b []byte) (snapshot.Manifest, error) {
 		if t.Manifest.SHA256 != "" && (int64(len(b)) != t.Manifest.Size || hexSum(b) != t.Manifest.SHA256) {

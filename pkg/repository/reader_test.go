@@ -137,19 +137,21 @@ func TestReaderTaskManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := repository.TaskManifestName(job, 2)
-	if name != snapshot.ManifestName(job, 2) {
-		t.Fatalf("TaskManifestName = %q, snapshot.ManifestName = %q", name, snapshot.ManifestName(job, 2))
+	sum := sha256.Sum256(sealed)
+	name := repository.TaskManifestName(job, 2, hex.EncodeToString(sum[:]))
+	if name != snapshot.ManifestName(job, 2, hex.EncodeToString(sum[:])) {
+		t.Fatalf("TaskManifestName = %q, snapshot.ManifestName = %q", name, snapshot.ManifestName(job, 2, hex.EncodeToString(sum[:])))
 	}
 	w.write(t, name, sealed)
-	sum := sha256.Sum256(sealed)
 	res := snapshot.TaskResult{Job: job, Task: 2, Manifest: snapshot.Object{Name: name, Size: int64(len(sealed)), SHA256: hex.EncodeToString(sum[:])}}
 
 	got, err := w.reader().TaskManifest(ctx, job, res)
 	if err != nil || mustJSON(t, got) != mustJSON(t, m) {
 		t.Fatalf("TaskManifest = %+v, %v", got, err)
 	}
-	// Without a recorded object the name is derived, and no checksum is checked.
+	// Without a recorded object (a result from before names held the digest) the name is
+	// derived without it, and no checksum is checked.
+	w.write(t, repository.TaskManifestName(job, 2, ""), sealed)
 	if _, err := w.reader().TaskManifest(ctx, job, snapshot.TaskResult{Job: job, Task: 2}); err != nil {
 		t.Fatalf("TaskManifest without a recorded object: %v", err)
 	}
@@ -336,7 +338,8 @@ func TestNames(t *testing.T) {
 	for _, tc := range [][2]string{
 		{repository.PackName(id), "packs/01/" + id},
 		{repository.ManifestName(id), "manifests/01/" + id},
-		{repository.TaskManifestName(id, 7), "snapshots/01/" + id + "/000007"},
+		{repository.TaskManifestName(id, 7, ""), "snapshots/01/" + id + "/000007"},
+		{repository.TaskManifestName(id, 7, strings.Repeat("ab", 32)), "snapshots/01/" + id + "/000007.abababababababab"},
 		{repository.SnapshotRecordName(id), "snapshots/01/" + id + "/commit"},
 		{repository.ErasureName(p), "erasures/fe/" + p},
 	} {

@@ -10,10 +10,10 @@ package repository
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/custos-dev/custos/pkg/pack"
+	"github.com/custos-dev/custos/pkg/snapshot"
 )
 
 // Named errors, matched with errors.Is.
@@ -42,9 +42,10 @@ func PackName(id string) string { return pack.ObjectName(id) }
 // ManifestName is the name of a pack's manifest.
 func ManifestName(id string) string { return pack.ManifestName(id) }
 
-// TaskManifestName is the name of a snapshot task's manifest.
-func TaskManifestName(job string, task int) string {
-	return SnapshotPrefix + job[:2] + "/" + job + "/" + fmt.Sprintf("%06d", task)
+// TaskManifestName is the name of a snapshot task's manifest whose sealed bytes have the
+// SHA-256 sum (hex); snapshot.ManifestName says why the sum is in it.
+func TaskManifestName(job string, task int, sum string) string {
+	return snapshot.ManifestName(job, task, sum)
 }
 
 // SnapshotRecordName is the name of a committed snapshot's record.

@@ -150,7 +150,8 @@ func (w *Writer) WriteTaskManifest(ctx context.Context, pl Placement, m snapshot
 	if err != nil {
 		return snapshot.Object{}, Written{}, err
 	}
-	obj := object(TaskManifestName(m.Snapshot, m.Task), sealed)
+	obj := object("", sealed)
+	obj.Name = TaskManifestName(m.Snapshot, m.Task, obj.SHA256)
 	wr, err := w.writeRecord(ctx, "write task manifest", fmt.Sprintf("task.%s.%d", m.Snapshot, m.Task), pl, obj, sealed)
 	return snapshot.Object{Name: obj.Name, Size: obj.Size, SHA256: obj.SHA256}, wr, err
 }

@@ -42,10 +42,23 @@ type Manifest struct {
 	Entries  []Entry `json:"entries"`
 }
 
-// ManifestName is where a task manifest is stored in every target of the class.
-func ManifestName(snapshot string, task int) string {
-	return "snapshots/" + snapshot[:2] + "/" + snapshot + "/" + fmt.Sprintf("%06d", task)
+// ManifestName is where a task manifest whose sealed bytes have the SHA-256 sum (hex) is stored
+// in every target of the class. The sum is in the name because one task can be run twice with
+// different results: a worker dies after writing the manifest but before recording the task,
+// and the rows change before the task runs again. Each run's manifest then has its own
+// create-only name, and the task result names the one that counts. An empty sum gives the name
+// without it, which task results that name no manifest refer to.
+func ManifestName(snapshot string, task int, sum string) string {
+	name := "snapshots/" + snapshot[:2] + "/" + snapshot + "/" + fmt.Sprintf("%06d", task)
+	if sum != "" {
+		name += "." + sum[:min(len(sum), manifestSumLen)]
+	}
+	return name
 }
+
+// manifestSumLen is how many hex digits of the sum a task manifest's name holds: enough to tell
+// the runs of one task apart.
+const manifestSumLen = 16
 
 func manifestAAD(snapshot string, task int) []byte {
 	return crypto.AAD("custos-snapshot-task", snapshot, strconv.Itoa(task))
@@ -65,7 +78,9 @@ func Seal(catalogKey []byte, m Manifest) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: encode manifest: %w", err)
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	// The fastest level: a task's manifest is sealed after its last pack, so its time is the
+	// task's; its entries are mostly pseudonyms and digests, which no level compresses much.
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
 	if err != nil {
 		return nil, err
 	}

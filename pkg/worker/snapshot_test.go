@@ -364,6 +364,50 @@ func TestSnapshotTaskCrash(t *testing.T) {
 	}
 }
 
+// TestSnapshotTaskCrashThenChange: a task whose manifest was written by a worker that died
+// before recording the result is run again after the rows changed. The second run reads other
+// bytes, so its manifest differs from the one already in the targets; the job must still commit,
+// and every record restores as one of its two versions.
+func TestSnapshotTaskCrashThenChange(t *testing.T) {
+	sb := setupSnapshots(t)
+	sb.putRows(12)
+	before := sb.pg.state("/s")
+	var crashed atomic.Int32
+	crashCfg := sb.cfg
+	crashCfg.testBeforeTaskDone = func(job string, task int) error {
+		crashed.Add(1)
+		return errors.New("simulated crash before the task result")
+	}
+	crasher := sb.start(crashCfg)
+	id := sb.tick("tick-crash-change", source.Full)
+	deadline := time.Now().Add(20 * time.Second)
+	for crashed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if crashed.Load() == 0 {
+		t.Fatal("the crashing worker never reached a task")
+	}
+	crasher.Stop(context.Background())
+	for c := range 12 {
+		sb.pg.put(fmt.Sprintf("c-%02d", c), "k", fmt.Sprintf("changed-%d", c))
+	}
+	after := sb.pg.state("/s")
+	sb.start(sb.cfg)
+	sn := sb.waitCommitted(id)
+	out, rep := sb.restoreSnapshot(sn.ID)
+	got := readTree(t, out)
+	if len(got) != 12 || rep.Records != 12 {
+		t.Fatalf("restored %d files, %d records; want 12", len(got), rep.Records)
+	}
+	for p, v := range got {
+		rel, _ := filepath.Rel(out, p)
+		k := filepath.Join("/s", rel)
+		if v != before[k] && v != after[k] {
+			t.Errorf("%s restored as %q: neither %q nor %q", rel, v, before[k], after[k])
+		}
+	}
+}
+
 // putRows puts n customers with one record each into the source.
 func (sb *snapBundle) putRows(n int) {
 	for c := range n {
