@@ -1,8 +1,10 @@
 package repository
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,7 +125,8 @@ func (w *Writer) WritePack(ctx context.Context, pl Placement, m pack.Manifest, s
 	}
 	manObj := object(ManifestName(m.Pack), sealed)
 	// The manifest goes only where the pack is: a manifest must never name a pack its target lacks.
-	held, manReasons, err := w.replicate(ctx, "write manifest", pl.need(), held, manObj, replica.BytesSource(sealed), pl.Put)
+	held, manReasons, err := w.replicate(ctx, "write manifest", pl.need(), held, manObj, replica.BytesSource(sealed), pl.Put,
+		w.sameManifest(m))
 	if err != nil {
 		return Written{}, err
 	}
@@ -180,7 +183,8 @@ func (w *Writer) WriteErasure(ctx context.Context, pl Placement, pseudonym strin
 
 // writeRecord writes one object and queues the targets that missed it under id.
 func (w *Writer) writeRecord(ctx context.Context, what, id string, pl Placement, obj repair.Object, sealed []byte) (Written, error) {
-	held, reasons, err := w.replicate(ctx, what, pl.need(), pl.Targets, obj, replica.BytesSource(sealed), pl.Put)
+	held, reasons, err := w.replicate(ctx, what, pl.need(), pl.Targets, obj, replica.BytesSource(sealed), pl.Put,
+		sameBody(obj.Name, sealed))
 	if err != nil {
 		return Written{}, err
 	}
@@ -205,7 +209,9 @@ func targetNames(ts []target.Target) []string {
 
 // replicate writes one object to targets in parallel, one span per target write, and returns
 // the targets that hold it with the errors of the others. It fails when fewer than need do.
-func (w *Writer) replicate(ctx context.Context, what string, need int, targets []target.Target, o repair.Object, src replica.Source, opts target.PutOptions) ([]target.Target, map[string]string, error) {
+// equivalent, when given, is asked about each target that holds other bytes under the name
+// (replica.ErrConflict); a target it accepts counts as holding the object.
+func (w *Writer) replicate(ctx context.Context, what string, need int, targets []target.Target, o repair.Object, src replica.Source, opts target.PutOptions, equivalent ...func(context.Context, target.Target) bool) ([]target.Target, map[string]string, error) {
 	ctx, span := w.cfg.Tracer.Start(ctx, what, trace.WithAttributes(attribute.String("custos.object", o.Name)))
 	defer span.End()
 	sum, _ := hex.DecodeString(o.SHA256)
@@ -215,6 +221,9 @@ func (w *Writer) replicate(ctx context.Context, what string, need int, targets [
 	held := make([]target.Target, 0, len(targets))
 	reasons := map[string]string{}
 	for i, r := range res {
+		if r.Err != nil && errors.Is(r.Err, replica.ErrConflict) && len(equivalent) > 0 && equivalent[0](ctx, targets[i]) {
+			r.Err, res[i].Err = nil, nil
+		}
 		if r.Err == nil {
 			held = append(held, targets[i])
 		} else {
@@ -227,6 +236,66 @@ func (w *Writer) replicate(ctx context.Context, what string, need int, targets [
 		return nil, nil, err
 	}
 	return held, reasons, nil
+}
+
+// sameManifest accepts a target's manifest of m's pack that differs from the one sealed now only
+// in how keys are wrapped: the catalog key in its header and the customers' keys. That is what a
+// KEK rotation between a worker's death and the pack's second write leaves. The manifest must
+// authenticate under the catalog key and describe the same pack, items and customers; anything
+// else stays a conflict.
+func (w *Writer) sameManifest(m pack.Manifest) func(context.Context, target.Target) bool {
+	return func(ctx context.Context, t target.Target) bool {
+		b, err := ReadAll(ctx, t, ManifestName(m.Pack), MaxCatalogObject)
+		if err != nil {
+			return false
+		}
+		_, body, err := Decode(b)
+		if err != nil {
+			return false
+		}
+		got, err := pack.OpenManifest(w.sealer.dek, m.Pack, body)
+		if err != nil || !sameButKeys(got, m) {
+			return false
+		}
+		w.cfg.Logger.Info("kept a manifest whose keys are wrapped otherwise (a KEK rotation since it was written)",
+			"pack", m.Pack, "target", t.Name())
+		return true
+	}
+}
+
+// sameBody accepts a target's copy of a catalog record (task manifest, snapshot or erasure
+// record) whose header differs from sealed's but whose sealed body is the same bytes: the same
+// record, with the catalog key wrapped otherwise (a KEK rotation since it was written). The body
+// is sealed deterministically, and a copy whose body differs stays a conflict.
+func sameBody(name string, sealed []byte) func(context.Context, target.Target) bool {
+	return func(ctx context.Context, t target.Target) bool {
+		_, want, err := Decode(sealed)
+		if err != nil {
+			return false
+		}
+		b, err := ReadAll(ctx, t, name, MaxCatalogObject)
+		if err != nil {
+			return false
+		}
+		_, got, err := Decode(b)
+		return err == nil && bytes.Equal(got, want)
+	}
+}
+
+// sameButKeys reports whether a and b are the same manifest but for the wrapping of their keys.
+func sameButKeys(a, b pack.Manifest) bool {
+	if len(a.Keys) != len(b.Keys) {
+		return false
+	}
+	for c := range a.Keys {
+		if _, ok := b.Keys[c]; !ok {
+			return false
+		}
+	}
+	a.Keys, b.Keys = nil, nil
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && bytes.Equal(ja, jb)
 }
 
 // queueMissing records in the repair queue every target of pl that does not hold the objects.

@@ -236,3 +236,94 @@ func TestRecordsRoundTrip(t *testing.T) {
 		t.Fatalf("task manifest object %+v does not match the stored bytes (%d bytes, %x)", obj, len(b2), s)
 	}
 }
+
+// rewrapped is a key store whose envelopes are the store's keys wrapped afresh by the same KMS:
+// valid, but other bytes, as after a KEK rotation re-wrapped every key.
+type rewrapped struct {
+	*keys.MemStore
+	kms keys.KMS
+}
+
+func (r rewrapped) Envelope(ctx context.Context, scope string) (keys.Envelope, error) {
+	dek, err := r.DataKey(ctx, scope)
+	if err != nil {
+		return keys.Envelope{}, err
+	}
+	w, err := r.kms.Wrap(ctx, dek, []byte(scope))
+	return keys.Envelope{KEK: r.kms.KeyID(), DEK: w}, err
+}
+
+// A worker that dies after writing a pack's manifest leaves the pack to be written again. When
+// the keys were re-wrapped in between (a KEK rotation), the manifest it seals differs from the
+// one the targets hold, though it describes the same pack. The write succeeds: a target's
+// manifest that authenticates under the catalog key and lists the same pack, items and
+// customers stands; one that does not is still a conflict.
+func TestWritePackAfterRewrap(t *testing.T) {
+	b := setupWriter(t)
+	built := b.build(t, "c-1", "c-2")
+	if _, err := b.w.WritePack(t.Context(), b.placement(0), built.Manifest, built.Sum, replica.BytesSource(built.Data)); err != nil {
+		t.Fatal(err)
+	}
+	name := repository.ManifestName(built.Manifest.Pack)
+	before, err := repository.ReadAll(t.Context(), b.targets[0], name, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.faults[2].Delete(t.Context(), name); err != nil { // it died before writing c's
+		t.Fatal(err)
+	}
+	w2, err := repository.NewWriter(t.Context(), repository.WriterConfig{Keys: rewrapped{b.keys, b.kms}, Fingerprint: b.kms.Fingerprint(),
+		Index: memIndex{b.index}, Repairs: b.queue, Grace: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wr, err := w2.WritePack(t.Context(), b.placement(0), built.Manifest, built.Sum, replica.BytesSource(built.Data))
+	if err != nil || len(wr.Targets) != 3 || wr.Missed != 0 {
+		t.Fatalf("write after a rewrap = %+v, %v; want every target", wr, err)
+	}
+	after, err := repository.ReadAll(t.Context(), b.targets[0], name, 1<<20)
+	if err != nil || !bytes.Equal(after, before) {
+		t.Errorf("the manifest a target held was replaced (%v)", err)
+	}
+	for i, tg := range b.targets {
+		r := repository.NewReader(repository.NewOpener(b.kms, b.kms.Fingerprint()), tg)
+		if m, err := r.Manifest(t.Context(), built.Manifest.Pack); err != nil || len(m.Keys) != 2 || len(m.Items) != 2 {
+			t.Errorf("target %d: manifest %+v, %v", i, m, err)
+		}
+	}
+
+	// Another pack's manifest under this pack's name is no equivalent.
+	other := b.build(t, "c-3")
+	if _, err := b.w.WritePack(t.Context(), b.placement(0), other.Manifest, other.Sum, replica.BytesSource(other.Data)); err != nil {
+		t.Fatal(err)
+	}
+	otherName := repository.ManifestName(other.Manifest.Pack)
+	forged, err := repository.ReadAll(t.Context(), b.targets[0], otherName, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built2 := b.build(t, "c-4")
+	name2 := repository.ManifestName(built2.Manifest.Pack)
+	for _, f := range b.faults {
+		if err := f.Put(t.Context(), name2, bytes.NewReader(forged), int64(len(forged)), target.PutOptions{SHA256: sha256.Sum256(forged)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w2.WritePack(t.Context(), b.placement(0), built2.Manifest, built2.Sum, replica.BytesSource(built2.Data)); !errors.Is(err, replica.ErrConflict) {
+		t.Errorf("a pack whose name holds another pack's manifest: %v, want ErrConflict", err)
+	}
+
+	// A catalog record (here an erasure record) written again after the rewrap: the same
+	// record with its catalog key wrapped otherwise stands; another record does not.
+	p := b.kms.Pseudonym("shop", "c-1")
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	if _, err := b.w.WriteErasure(t.Context(), b.placement(0), p, at); err != nil {
+		t.Fatal(err)
+	}
+	if wr, err := w2.WriteErasure(t.Context(), b.placement(0), p, at); err != nil || len(wr.Targets) != 3 {
+		t.Errorf("erasure record written again after a rewrap = %+v, %v", wr, err)
+	}
+	if _, err := w2.WriteErasure(t.Context(), b.placement(0), p, at.Add(time.Second)); !errors.Is(err, replica.ErrConflict) {
+		t.Errorf("another erasure record under the same name: %v, want ErrConflict", err)
+	}
+}
