@@ -282,19 +282,22 @@ func (w *Worker) commitPending(ctx context.Context) error {
 
 // taskRun is the state of one task while it runs.
 type taskRun struct {
-	w      *Worker
-	job    snapshot.Job
-	task   int
-	res    snapshot.TaskResult
-	man    snapshot.Manifest
-	items  []pack.Item
-	refs   []snapshot.Entry // entries of items, filled in when their pack is written
-	bytes  int
-	cache  map[string]map[string]snapshot.Known // dedup shard → ref → known
-	dirty  map[string]bool
-	packOK map[string]bool
-	deks   map[string][]byte
-	packs  map[string]bool // every pack the manifest lists
+	w     *Worker
+	job   snapshot.Job
+	task  int
+	res   snapshot.TaskResult
+	man   snapshot.Manifest
+	items []pack.Item
+	refs  []snapshot.Entry // entries of items, filled in when their pack is written
+	bytes int
+	cache map[string]map[string]snapshot.Known // dedup shard → ref → known
+	dirty map[string]bool
+	// evictions counts how often cache was written back and emptied; a prefetch begun before
+	// one is not merged (its shards may be older than what was written).
+	evictions int
+	packOK    map[string]bool
+	deks      map[string][]byte
+	packs     map[string]bool // every pack the manifest lists
 	// pending is the pack being written, whose items are listed once it is durable (settle).
 	pending *pendingPack
 	// reported is when the task last reported its progress; the first report follows the
@@ -358,8 +361,9 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 	}()
 	// Records are read ahead in small batches so that the data keys of the batch's new
 	// customers are fetched or created together, with their key-store round trips overlapping,
-	// rather than one customer at a time (the source's Data is the caller's to keep). The next
-	// batch is read from the source while this one is sealed and written.
+	// rather than one customer at a time (the source's Data is the caller's to keep). Three
+	// stages overlap: the next batch is read from the source, and the keys and dedup-cache
+	// shards of the one after this are fetched, while this one is sealed and written.
 	rctx, stop := context.WithCancel(ctx)
 	batches := make(chan readBatch, 1)
 	go readBatches(rctx, sn, batches)
@@ -368,20 +372,33 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		for range batches {
 		}
 	}()
-	for b := range batches {
-		if b.err != nil {
-			return b.err
+	var pf *prefetch
+	defer func() { // no fetch outlives the task
+		if pf != nil {
+			<-pf.done
 		}
-		if err := r.prefetchKeys(ctx, b.recs); err != nil {
+	}()
+	cur, ok := <-batches
+	if ok && cur.err == nil {
+		pf = r.startPrefetch(ctx, cur.recs)
+	}
+	for ok {
+		if cur.err != nil {
+			return cur.err
+		}
+		if err := r.merge(ctx, pf); err != nil {
 			return err
 		}
-		if err := r.prefetchShards(ctx, b.recs); err != nil {
-			return err
+		pf = nil
+		next, more := <-batches
+		if more && next.err == nil {
+			pf = r.startPrefetch(ctx, next.recs)
 		}
-		if err := r.addBatch(ctx, b.recs, b.sums); err != nil {
+		if err := r.addBatch(ctx, cur.recs, cur.sums); err != nil {
 			return err
 		}
 		r.reportProgress(ctx)
+		cur, ok = next, more
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -477,27 +494,108 @@ const (
 	readAheadBytes = 8 << 20
 )
 
-// prefetchKeys fills r.deks for the customers of batch it does not hold yet, in one pipelined
-// batch (keys.DataKeys); a destroyed customer maps to nil, as add expects.
-func (r *taskRun) prefetchKeys(ctx context.Context, batch []source.Record) error {
+// prefetch holds the key-store and dedup-cache reads one batch needs, made on their own
+// goroutine while the task seals the batch before it.
+type prefetch struct {
+	done      chan struct{}
+	evictions int // r.evictions when it began
+	deks      map[string][]byte
+	shards    map[string]map[string]snapshot.Known
+	err       error
+}
+
+// startPrefetch fetches, in the background, the data keys of batch's customers that r.deks
+// lacks (in one pipelined batch, keys.DataKeys; a destroyed customer maps to nil, as prepare
+// expects) and then the dedup-cache shards of its records that r.cache lacks, shardsInFlight at
+// a time (a customer's records spread over up to 16 shards). What to fetch is decided here on
+// the task's goroutine; the fetching goroutine touches nothing of r's, and merge adds what it
+// got.
+func (r *taskRun) startPrefetch(ctx context.Context, batch []source.Record) *prefetch {
+	p := &prefetch{done: make(chan struct{}), evictions: r.evictions}
+	deps := r.w.deps
 	var scopes []string
+	asked := map[string]bool{}
+	type shardOf struct{ pseudo, shard string }
+	var shards []shardOf
 	for _, rec := range batch {
 		if rec.CustomerID == "" {
-			continue // add reports it
+			continue // prepare reports it
 		}
-		pseudo := r.w.deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
-		if _, ok := r.deks[pseudo]; !ok {
+		pseudo := deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
+		dek, known := r.deks[pseudo]
+		if !known && !asked[pseudo] {
+			asked[pseudo] = true
 			scopes = append(scopes, pseudo)
 		}
+		if deps.Records == nil || rec.Key == "" || rec.Deleted || (known && dek == nil) {
+			continue // no cache, malformed, a tombstone (listed without the cache) or erased
+		}
+		shard := snapshot.Shard(r.job.Class, pseudo, deps.Pseudonyms.Pseudonym("record:"+pseudo, rec.Key))
+		if _, ok := r.cache[shard]; !ok {
+			shards = append(shards, shardOf{pseudo, shard})
+		}
 	}
-	if len(scopes) == 0 {
+	go func() {
+		defer close(p.done)
+		if len(scopes) > 0 {
+			got, err := keys.DataKeys(ctx, deps.Keys, scopes)
+			if err != nil {
+				p.err = fmt.Errorf("data key: %w", err)
+				return
+			}
+			p.deks = got
+		}
+		want := map[string]bool{}
+		for _, s := range shards {
+			if dek, ok := p.deks[s.pseudo]; ok && dek == nil {
+				continue // erased: skipped
+			}
+			want[s.shard] = true
+		}
+		names := slices.Collect(maps.Keys(want))
+		got := make([]map[string]snapshot.Known, len(names))
+		errs := make([]error, len(names))
+		fanout.Each(len(names), shardsInFlight, func(i int) { got[i], errs[i] = deps.Records.Load(ctx, names[i]) })
+		if err := errors.Join(errs...); err != nil {
+			p.err = err
+			return
+		}
+		p.shards = make(map[string]map[string]snapshot.Known, len(names))
+		for i, n := range names {
+			p.shards[n] = got[i]
+		}
+	}()
+	return p
+}
+
+// merge waits for p and adds what it fetched to r, keeping whatever the task loaded or changed
+// meanwhile. Shards fetched before the cache was last written back are dropped (prepare loads
+// them again), and so are all of them when they would overfill the cache, which is then
+// written back and emptied.
+func (r *taskRun) merge(ctx context.Context, p *prefetch) error {
+	if p == nil {
 		return nil
 	}
-	got, err := keys.DataKeys(ctx, r.w.deps.Keys, scopes)
-	if err != nil {
-		return fmt.Errorf("data key: %w", err)
+	<-p.done
+	if p.err != nil {
+		return p.err
 	}
-	maps.Copy(r.deks, got)
+	for k, v := range p.deks {
+		if _, ok := r.deks[k]; !ok {
+			r.deks[k] = v
+		}
+	}
+	if p.evictions != r.evictions {
+		return nil
+	}
+	if len(r.cache)+len(p.shards) > maxCachedShards {
+		return r.evict(ctx)
+	}
+	for k, m := range p.shards {
+		if _, ok := r.cache[k]; !ok {
+			r.cache[k] = m
+		}
+	}
 	return nil
 }
 
@@ -648,11 +746,9 @@ func (r *taskRun) shard(ctx context.Context, key string) (map[string]snapshot.Kn
 		return map[string]snapshot.Known{}, nil
 	}
 	if len(r.cache) >= maxCachedShards {
-		// Bound memory on large ranges: write back what changed and start over.
-		if err := r.saveCache(ctx); err != nil {
+		if err := r.evict(ctx); err != nil {
 			return nil, err
 		}
-		r.cache, r.dirty = map[string]map[string]snapshot.Known{}, map[string]bool{}
 	}
 	m, err := r.w.deps.Records.Load(ctx, key)
 	if err != nil {
@@ -660,6 +756,16 @@ func (r *taskRun) shard(ctx context.Context, key string) (map[string]snapshot.Kn
 	}
 	r.cache[key] = m
 	return m, nil
+}
+
+// evict bounds memory on large ranges: it writes back what changed in the cache and empties it.
+func (r *taskRun) evict(ctx context.Context) error {
+	if err := r.saveCache(ctx); err != nil {
+		return err
+	}
+	r.cache, r.dirty = map[string]map[string]snapshot.Known{}, map[string]bool{}
+	r.evictions++
+	return nil
 }
 
 // maxCachedShards bounds the dedup-cache shards a task holds in memory.
@@ -680,50 +786,6 @@ func (r *taskRun) saveCache(ctx context.Context) error {
 		return err
 	}
 	r.dirty = map[string]bool{}
-	return nil
-}
-
-// prefetchShards loads the dedup-cache shards of batch that r.cache lacks, shardsInFlight at a
-// time, so that prepare finds them without a key-value round trip per shard (a customer's
-// records spread over up to 16 shards).
-func (r *taskRun) prefetchShards(ctx context.Context, batch []source.Record) error {
-	if r.w.deps.Records == nil {
-		return nil
-	}
-	want := map[string]bool{}
-	for _, rec := range batch {
-		if rec.CustomerID == "" || rec.Key == "" || rec.Deleted {
-			continue // prepare reports or lists it without the cache
-		}
-		pseudo := r.w.deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
-		if r.deks[pseudo] == nil {
-			continue // erased: skipped
-		}
-		shard := snapshot.Shard(r.job.Class, pseudo, r.w.deps.Pseudonyms.Pseudonym("record:"+pseudo, rec.Key))
-		if _, ok := r.cache[shard]; !ok {
-			want[shard] = true
-		}
-	}
-	if len(want) == 0 {
-		return nil
-	}
-	if len(r.cache)+len(want) > maxCachedShards {
-		// Bound memory on large ranges: write back what changed and start over.
-		if err := r.saveCache(ctx); err != nil {
-			return err
-		}
-		r.cache = map[string]map[string]snapshot.Known{}
-	}
-	keys := slices.Collect(maps.Keys(want))
-	got := make([]map[string]snapshot.Known, len(keys))
-	errs := make([]error, len(keys))
-	fanout.Each(len(keys), shardsInFlight, func(i int) { got[i], errs[i] = r.w.deps.Records.Load(ctx, keys[i]) })
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	for i, k := range keys {
-		r.cache[k] = got[i]
-	}
 	return nil
 }
 
