@@ -41,7 +41,10 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// binary builds one main package of this checkout once per process.
+// binary builds one main package of this checkout once per process, into .cache/testbin of the
+// checkout (ignored by git). Each build is renamed over the last, so test runs leave one copy of
+// each binary behind rather than one per test process; a process already running the previous
+// file keeps it, and every process of a run builds the same code.
 type binary struct {
 	pkg, name string
 	once      sync.Once
@@ -56,16 +59,28 @@ func (b *binary) build() (string, error) {
 			b.err = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "custos-bin-")
+		dir := filepath.Join(root, ".cache", "testbin")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.err = err
+			return
+		}
+		tmp, err := os.CreateTemp(dir, b.name+".*.tmp")
 		if err != nil {
 			b.err = err
 			return
 		}
-		b.path = filepath.Join(dir, b.name)
-		cmd := exec.Command("go", "build", "-o", b.path, b.pkg)
+		tmp.Close()
+		cmd := exec.Command("go", "build", "-o", tmp.Name(), b.pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp.Name())
 			b.err = fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
+			return
+		}
+		b.path = filepath.Join(dir, b.name)
+		if err := os.Rename(tmp.Name(), b.path); err != nil {
+			os.Remove(tmp.Name())
+			b.err = err
 		}
 	})
 	return b.path, b.err
