@@ -79,7 +79,9 @@ type Config struct {
 	// MaxRecordBytes bounds one record read from a source for a snapshot (default 64 MiB); a
 	// larger one fails its task, visibly, rather than being stored in part.
 	MaxRecordBytes int64
-	// TaskConcurrency bounds snapshot tasks this worker runs at once (default 1); CommitInterval
+	// TaskConcurrency bounds snapshot tasks this worker runs at once (default 2: one task's
+	// key-value round trips and end-of-task writes leave a core idle that a second fills);
+	// CommitInterval
 	// is how often it looks for snapshots whose tasks are all durable but that nobody committed
 	// (default 5 s).
 	TaskConcurrency int
@@ -173,7 +175,7 @@ func (c *Config) setDefaults() error {
 		c.MaxRecordBytes = 64 << 20
 	}
 	if c.TaskConcurrency <= 0 {
-		c.TaskConcurrency = 1
+		c.TaskConcurrency = 2
 	}
 	if c.CommitInterval <= 0 {
 		c.CommitInterval = 5 * time.Second
