@@ -338,22 +338,7 @@ func TestSnapshotFullAndIncremental(t *testing.T) {
 func TestSnapshotTaskCrash(t *testing.T) {
 	sb := setupSnapshots(t)
 	sb.putRows(12)
-	var crashed atomic.Int32
-	crashCfg := sb.cfg
-	crashCfg.testBeforeTaskDone = func(job string, task int) error {
-		crashed.Add(1)
-		return errors.New("simulated crash before the task result")
-	}
-	crasher := sb.start(crashCfg)
-	id := sb.tick("tick-crash", source.Full)
-	deadline := time.Now().Add(20 * time.Second)
-	for crashed.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if crashed.Load() == 0 {
-		t.Fatal("the crashing worker never reached a task")
-	}
-	crasher.Stop(context.Background())
+	id := sb.crashBeforeTaskDone("tick-crash")
 	if _, err := sb.store.Get(context.Background(), id); err == nil {
 		t.Fatal("snapshot committed while a task had no result")
 	}
@@ -372,22 +357,7 @@ func TestSnapshotTaskCrashThenChange(t *testing.T) {
 	sb := setupSnapshots(t)
 	sb.putRows(12)
 	before := sb.pg.state("/s")
-	var crashed atomic.Int32
-	crashCfg := sb.cfg
-	crashCfg.testBeforeTaskDone = func(job string, task int) error {
-		crashed.Add(1)
-		return errors.New("simulated crash before the task result")
-	}
-	crasher := sb.start(crashCfg)
-	id := sb.tick("tick-crash-change", source.Full)
-	deadline := time.Now().Add(20 * time.Second)
-	for crashed.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if crashed.Load() == 0 {
-		t.Fatal("the crashing worker never reached a task")
-	}
-	crasher.Stop(context.Background())
+	id := sb.crashBeforeTaskDone("tick-crash-change")
 	for c := range 12 {
 		sb.pg.put(fmt.Sprintf("c-%02d", c), "k", fmt.Sprintf("changed-%d", c))
 	}
@@ -406,6 +376,30 @@ func TestSnapshotTaskCrashThenChange(t *testing.T) {
 			t.Errorf("%s restored as %q: neither %q nor %q", rel, v, before[k], after[k])
 		}
 	}
+}
+
+// crashBeforeTaskDone starts a worker that dies after writing a task's manifest and before
+// recording the task's result, triggers a full snapshot with the event id, stops the worker
+// once it has died so, and returns the snapshot's id.
+func (sb *snapBundle) crashBeforeTaskDone(eventID string) string {
+	sb.t.Helper()
+	var crashed atomic.Int32
+	crashCfg := sb.cfg
+	crashCfg.testBeforeTaskDone = func(job string, task int) error {
+		crashed.Add(1)
+		return errors.New("simulated crash before the task result")
+	}
+	crasher := sb.start(crashCfg)
+	id := sb.tick(eventID, source.Full)
+	deadline := time.Now().Add(20 * time.Second)
+	for crashed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if crashed.Load() == 0 {
+		sb.t.Fatal("the crashing worker never reached a task")
+	}
+	crasher.Stop(context.Background())
+	return id
 }
 
 // putRows puts n customers with one record each into the source.
