@@ -364,16 +364,16 @@ func TestConfigAndInputErrors(t *testing.T) {
 	t.Parallel()
 	good := Table{Name: "t", Table: "t", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u"}
 	for name, cfg := range map[string]Config{
-		"no DSN":           {Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good}}}},
-		"no classes":       {DSN: "postgres://localhost/x"},
-		"bad name":         {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "Bad/Name", Table: "t", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u"}}}}},
-		"no tenant":        {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tables: []Table{good}}}},
-		"no change column": {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "t", Table: "t", CustomerColumn: "c", KeyColumns: []string{"k"}}}}}},
-		"xmin on query":    {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Incremental: ByXmin, Tables: []Table{{Name: "t", Query: "SELECT 1", CustomerColumn: "c", KeyColumns: []string{"k"}}}}}},
-		"table and query":  {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "t", Table: "t", Query: "SELECT 1", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u"}}}}},
-		"duplicate names":  {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good, good}}}},
+		"no DSN":            {Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good}}}},
+		"no classes":        {DSN: "postgres://localhost/x"},
+		"bad name":          {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "Bad/Name", Table: "t", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u"}}}}},
+		"no tenant":         {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tables: []Table{good}}}},
+		"no change column":  {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "t", Table: "t", CustomerColumn: "c", KeyColumns: []string{"k"}}}}}},
+		"xmin on query":     {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Incremental: ByXmin, Tables: []Table{{Name: "t", Query: "SELECT 1", CustomerColumn: "c", KeyColumns: []string{"k"}}}}}},
+		"table and query":   {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "t", Table: "t", Query: "SELECT 1", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u"}}}}},
+		"duplicate names":   {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good, good}}}},
 		"columns and value": {DSN: "postgres://localhost/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{{Name: "t", Table: "t", CustomerColumn: "c", KeyColumns: []string{"k"}, ChangeColumn: "u", Columns: []string{"v"}, ValueColumn: "v"}}}}},
-		"bad DSN":          {DSN: "postgres://user:s3cretpw@[bad/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good}}}},
+		"bad DSN":           {DSN: "postgres://user:s3cretpw@[bad/x", Classes: map[string]Class{"a": {Tenant: "x", Tables: []Table{good}}}},
 	} {
 		_, err := New(cfg)
 		if !errors.Is(err, source.ErrInvalidRequest) {
