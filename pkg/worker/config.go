@@ -120,6 +120,8 @@ type Config struct {
 	testAfterIndex  func(packID string) error
 	// testBeforeTaskDone runs after a task's manifest is written, before its result is recorded.
 	testBeforeTaskDone func(job string, task int) error
+	// testMaxCachedShards, when positive, replaces maxCachedShards.
+	testMaxCachedShards int
 }
 
 func (c *Config) setDefaults() error {

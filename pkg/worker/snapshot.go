@@ -588,7 +588,7 @@ func (r *taskRun) merge(ctx context.Context, p *prefetch) error {
 	if p.evictions != r.evictions {
 		return nil
 	}
-	if len(r.cache)+len(p.shards) > maxCachedShards {
+	if len(r.cache)+len(p.shards) > r.maxShards() {
 		return r.evict(ctx)
 	}
 	for k, m := range p.shards {
@@ -745,7 +745,7 @@ func (r *taskRun) shard(ctx context.Context, key string) (map[string]snapshot.Kn
 	if r.w.deps.Records == nil {
 		return map[string]snapshot.Known{}, nil
 	}
-	if len(r.cache) >= maxCachedShards {
+	if len(r.cache) >= r.maxShards() {
 		if err := r.evict(ctx); err != nil {
 			return nil, err
 		}
@@ -770,6 +770,13 @@ func (r *taskRun) evict(ctx context.Context) error {
 
 // maxCachedShards bounds the dedup-cache shards a task holds in memory.
 const maxCachedShards = 4096
+
+func (r *taskRun) maxShards() int {
+	if n := r.w.cfg.testMaxCachedShards; n > 0 {
+		return n
+	}
+	return maxCachedShards
+}
 
 // shardsInFlight bounds the dedup-cache reads or writes a task has in flight at once.
 const shardsInFlight = 32

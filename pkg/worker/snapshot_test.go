@@ -332,6 +332,30 @@ func TestSnapshotFullAndIncremental(t *testing.T) {
 	}
 }
 
+// TestSnapshotDedupCacheEvictions: with room for two dedup-cache shards, a task writes the cache
+// back and empties it over and over, both when the next batch's fetched shards would overfill it
+// and while records are added. Nothing fetched before an eviction is used after it, so a second
+// full snapshot still finds every unchanged record, uploads only the changed one, and restores.
+func TestSnapshotDedupCacheEvictions(t *testing.T) {
+	sb := setupSnapshots(t, func(c *Config) { c.testMaxCachedShards = 2 })
+	// 900 records in 3 tasks: each task reads more than one batch (readAhead), so a batch's
+	// shards are fetched while the task evicts for the batch before.
+	sb.pg.exec(`INSERT INTO items (customer_id, key, value)
+		SELECT 'c-' || lpad(c::text, 3, '0'), 'k' || k, 'v1-' || c || '-' || k
+		FROM generate_series(0, 149) AS c, generate_series(0, 5) AS k`)
+	sb.start(sb.cfg)
+	full := sb.waitCommitted(sb.tick("tick-evict-1", source.Full))
+	if full.Uploaded != 900 {
+		t.Fatalf("first full uploaded %d, want 900", full.Uploaded)
+	}
+	sb.pg.put("c-007", "k1", "v2")
+	full2 := sb.waitCommitted(sb.tick("tick-evict-2", source.Full))
+	if full2.Records != 900 || full2.Uploaded != 1 || full2.Reused != 899 {
+		t.Fatalf("second full: %d records, %d uploaded, %d reused; want 900, 1, 899", full2.Records, full2.Uploaded, full2.Reused)
+	}
+	sb.restoresSource("after evictions", full2, 900)
+}
+
 // TestSnapshotTaskCrash: a worker that dies after writing a task's manifest but before recording
 // its result leaves the task to another worker; the job still ends in one complete snapshot that
 // restores exactly.
