@@ -125,11 +125,12 @@ func (w *Writer) WritePack(ctx context.Context, pl Placement, m pack.Manifest, s
 	}
 	manObj := object(ManifestName(m.Pack), sealed)
 	// The manifest goes only where the pack is: a manifest must never name a pack its target lacks.
-	held, manReasons, err := w.replicate(ctx, "write manifest", pl.need(), held, manObj, replica.BytesSource(sealed), pl.Put,
-		w.sameManifest(m))
+	kept := w.sameManifest(m)
+	held, manReasons, err := w.replicate(ctx, "write manifest", pl.need(), held, manObj, replica.BytesSource(sealed), pl.Put, kept)
 	if err != nil {
 		return Written{}, err
 	}
+	manObj = kept.forRepair(manObj, held)
 	maps.Copy(reasons, manReasons)
 	// Recorded before the index names the pack: no indexed pack is ever short of replicas
 	// without a record saying so.
@@ -183,11 +184,12 @@ func (w *Writer) WriteErasure(ctx context.Context, pl Placement, pseudonym strin
 
 // writeRecord writes one object and queues the targets that missed it under id.
 func (w *Writer) writeRecord(ctx context.Context, what, id string, pl Placement, obj repair.Object, sealed []byte) (Written, error) {
-	held, reasons, err := w.replicate(ctx, what, pl.need(), pl.Targets, obj, replica.BytesSource(sealed), pl.Put,
-		sameBody(obj.Name, sealed))
+	kept := sameBody(obj.Name, sealed)
+	held, reasons, err := w.replicate(ctx, what, pl.need(), pl.Targets, obj, replica.BytesSource(sealed), pl.Put, kept)
 	if err != nil {
 		return Written{}, err
 	}
+	obj = kept.forRepair(obj, held)
 	missed, err := w.queueMissing(ctx, id, pl, held, reasons, obj)
 	if err != nil {
 		return Written{}, err
@@ -211,7 +213,7 @@ func targetNames(ts []target.Target) []string {
 // the targets that hold it with the errors of the others. It fails when fewer than need do.
 // equivalent, when given, is asked about each target that holds other bytes under the name
 // (replica.ErrConflict); a target it accepts counts as holding the object.
-func (w *Writer) replicate(ctx context.Context, what string, need int, targets []target.Target, o repair.Object, src replica.Source, opts target.PutOptions, equivalent ...func(context.Context, target.Target) bool) ([]target.Target, map[string]string, error) {
+func (w *Writer) replicate(ctx context.Context, what string, need int, targets []target.Target, o repair.Object, src replica.Source, opts target.PutOptions, equivalent ...*keptCopies) ([]target.Target, map[string]string, error) {
 	ctx, span := w.cfg.Tracer.Start(ctx, what, trace.WithAttributes(attribute.String("custos.object", o.Name)))
 	defer span.End()
 	sum, _ := hex.DecodeString(o.SHA256)
@@ -221,7 +223,7 @@ func (w *Writer) replicate(ctx context.Context, what string, need int, targets [
 	held := make([]target.Target, 0, len(targets))
 	reasons := map[string]string{}
 	for i, r := range res {
-		if r.Err != nil && errors.Is(r.Err, replica.ErrConflict) && len(equivalent) > 0 && equivalent[0](ctx, targets[i]) {
+		if r.Err != nil && errors.Is(r.Err, replica.ErrConflict) && len(equivalent) > 0 && equivalent[0].accept(ctx, targets[i]) {
 			r.Err, res[i].Err = nil, nil
 		}
 		if r.Err == nil {
@@ -238,17 +240,44 @@ func (w *Writer) replicate(ctx context.Context, what string, need int, targets [
 	return held, reasons, nil
 }
 
-// sameManifest accepts a target's manifest of m's pack that differs from the one sealed now only
-// in how keys are wrapped: the catalog key in its header and the customers' keys. That is what a
-// KEK rotation between a worker's death and the pack's second write leaves. The manifest must
-// authenticate under the catalog key and describe the same pack, items and customers; anything
-// else stays a conflict.
-func (w *Writer) sameManifest(m pack.Manifest) func(context.Context, target.Target) bool {
-	return func(ctx context.Context, t target.Target) bool {
-		b, err := ReadAll(ctx, t, ManifestName(m.Pack), MaxCatalogObject)
-		if err != nil {
-			return false
-		}
+// keptCopies decides whether a target's copy that differs from the bytes being written may stand
+// (same), and records the copies it let stand.
+type keptCopies struct {
+	name string
+	same func(held []byte) bool
+	// kept maps a target to the object it holds, for the targets whose copy stood.
+	kept map[string]repair.Object
+}
+
+func (k *keptCopies) accept(ctx context.Context, t target.Target) bool {
+	b, err := ReadAll(ctx, t, k.name, MaxCatalogObject)
+	if err != nil || !k.same(b) {
+		return false
+	}
+	if k.kept == nil {
+		k.kept = map[string]repair.Object{}
+	}
+	k.kept[t.Name()] = object(k.name, b)
+	return true
+}
+
+// forRepair is the object a repair must copy to the targets that missed it: o, unless every
+// target holding it kept an earlier copy, in which case no target holds o's bytes and a repair
+// copies the kept ones instead (every target then holds the same).
+func (k *keptCopies) forRepair(o repair.Object, held []target.Target) repair.Object {
+	if len(held) == 0 || len(k.kept) < len(held) {
+		return o
+	}
+	return k.kept[held[0].Name()]
+}
+
+// sameManifest lets a target's manifest of m's pack stand when it differs from the one sealed
+// now only in how keys are wrapped: the catalog key in its header and the customers' keys. That
+// is what a KEK rotation between a worker's death and the pack's second write leaves. The
+// manifest must authenticate under the catalog key and describe the same pack, items and
+// customers; anything else stays a conflict.
+func (w *Writer) sameManifest(m pack.Manifest) *keptCopies {
+	return &keptCopies{name: ManifestName(m.Pack), same: func(b []byte) bool {
 		_, body, err := Decode(b)
 		if err != nil {
 			return false
@@ -257,29 +286,24 @@ func (w *Writer) sameManifest(m pack.Manifest) func(context.Context, target.Targ
 		if err != nil || !sameButKeys(got, m) {
 			return false
 		}
-		w.cfg.Logger.Info("kept a manifest whose keys are wrapped otherwise (a KEK rotation since it was written)",
-			"pack", m.Pack, "target", t.Name())
+		w.cfg.Logger.Info("kept a manifest whose keys are wrapped otherwise (a KEK rotation since it was written)", "pack", m.Pack)
 		return true
-	}
+	}}
 }
 
-// sameBody accepts a target's copy of a catalog record (task manifest, snapshot or erasure
-// record) whose header differs from sealed's but whose sealed body is the same bytes: the same
+// sameBody lets a target's copy of a catalog record (task manifest, snapshot or erasure record)
+// stand when its header differs from sealed's but its sealed body is the same bytes: the same
 // record, with the catalog key wrapped otherwise (a KEK rotation since it was written). The body
 // is sealed deterministically, and a copy whose body differs stays a conflict.
-func sameBody(name string, sealed []byte) func(context.Context, target.Target) bool {
-	return func(ctx context.Context, t target.Target) bool {
+func sameBody(name string, sealed []byte) *keptCopies {
+	return &keptCopies{name: name, same: func(b []byte) bool {
 		_, want, err := Decode(sealed)
-		if err != nil {
-			return false
-		}
-		b, err := ReadAll(ctx, t, name, MaxCatalogObject)
 		if err != nil {
 			return false
 		}
 		_, got, err := Decode(b)
 		return err == nil && bytes.Equal(got, want)
-	}
+	}}
 }
 
 // sameButKeys reports whether a and b are the same manifest but for the wrapping of their keys.

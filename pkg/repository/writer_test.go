@@ -313,6 +313,41 @@ func TestWritePackAfterRewrap(t *testing.T) {
 		t.Errorf("a pack whose name holds another pack's manifest: %v, want ErrConflict", err)
 	}
 
+	// When every target that holds the manifest kept an earlier copy, a target that missed it
+	// is queued for repair with those bytes: no target holds the newly sealed ones.
+	built3 := b.build(t, "c-5")
+	if _, err := b.w.WritePack(t.Context(), b.placement(0), built3.Manifest, built3.Sum, replica.BytesSource(built3.Data)); err != nil {
+		t.Fatal(err)
+	}
+	name3 := repository.ManifestName(built3.Manifest.Pack)
+	old3, err := repository.ReadAll(t.Context(), b.targets[0], name3, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.faults[2].Delete(t.Context(), name3); err != nil {
+		t.Fatal(err)
+	}
+	b.faults[2].Down()
+	wr, err = w2.WritePack(t.Context(), b.placement(2), built3.Manifest, built3.Sum, replica.BytesSource(built3.Data))
+	b.faults[2].Up()
+	if err != nil || wr.Missed != 1 {
+		t.Fatalf("write after a rewrap with a target down = %+v, %v; want one missed", wr, err)
+	}
+	missing, err := b.queue.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSum := sha256.Sum256(old3)
+	found := false
+	for _, m := range missing {
+		if m.Pack == built3.Manifest.Pack && m.Target == b.targets[2].Name() {
+			found = len(m.Objects) == 2 && m.Objects[1].Name == name3 && m.Objects[1].SHA256 == hex.EncodeToString(oldSum[:])
+		}
+	}
+	if !found {
+		t.Errorf("repair queue = %+v, want %s's manifest as the other targets hold it", missing, b.targets[2].Name())
+	}
+
 	// A catalog record (here an erasure record) written again after the rewrap: the same
 	// record with its catalog key wrapped otherwise stands; another record does not.
 	p := b.kms.Pseudonym("shop", "c-1")
