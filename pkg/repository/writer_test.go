@@ -237,6 +237,20 @@ func TestRecordsRoundTrip(t *testing.T) {
 	}
 }
 
+// writeAll writes built to every target with the bundle's writer and returns its manifest as
+// the first target holds it.
+func (b *writerBundle) writeAll(t *testing.T, built pack.Built) []byte {
+	t.Helper()
+	if _, err := b.w.WritePack(t.Context(), b.placement(0), built.Manifest, built.Sum, replica.BytesSource(built.Data)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := repository.ReadAll(t.Context(), b.targets[0], repository.ManifestName(built.Manifest.Pack), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // rewrapped is a key store whose envelopes are the store's keys wrapped afresh by the same KMS:
 // valid, but other bytes, as after a KEK rotation re-wrapped every key.
 type rewrapped struct {
@@ -261,14 +275,8 @@ func (r rewrapped) Envelope(ctx context.Context, scope string) (keys.Envelope, e
 func TestWritePackAfterRewrap(t *testing.T) {
 	b := setupWriter(t)
 	built := b.build(t, "c-1", "c-2")
-	if _, err := b.w.WritePack(t.Context(), b.placement(0), built.Manifest, built.Sum, replica.BytesSource(built.Data)); err != nil {
-		t.Fatal(err)
-	}
 	name := repository.ManifestName(built.Manifest.Pack)
-	before, err := repository.ReadAll(t.Context(), b.targets[0], name, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := b.writeAll(t, built)
 	if err := b.faults[2].Delete(t.Context(), name); err != nil { // it died before writing c's
 		t.Fatal(err)
 	}
@@ -293,15 +301,7 @@ func TestWritePackAfterRewrap(t *testing.T) {
 	}
 
 	// Another pack's manifest under this pack's name is no equivalent.
-	other := b.build(t, "c-3")
-	if _, err := b.w.WritePack(t.Context(), b.placement(0), other.Manifest, other.Sum, replica.BytesSource(other.Data)); err != nil {
-		t.Fatal(err)
-	}
-	otherName := repository.ManifestName(other.Manifest.Pack)
-	forged, err := repository.ReadAll(t.Context(), b.targets[0], otherName, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	forged := b.writeAll(t, b.build(t, "c-3"))
 	built2 := b.build(t, "c-4")
 	name2 := repository.ManifestName(built2.Manifest.Pack)
 	for _, f := range b.faults {
@@ -316,14 +316,8 @@ func TestWritePackAfterRewrap(t *testing.T) {
 	// When every target that holds the manifest kept an earlier copy, a target that missed it
 	// is queued for repair with those bytes: no target holds the newly sealed ones.
 	built3 := b.build(t, "c-5")
-	if _, err := b.w.WritePack(t.Context(), b.placement(0), built3.Manifest, built3.Sum, replica.BytesSource(built3.Data)); err != nil {
-		t.Fatal(err)
-	}
 	name3 := repository.ManifestName(built3.Manifest.Pack)
-	old3, err := repository.ReadAll(t.Context(), b.targets[0], name3, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old3 := b.writeAll(t, built3)
 	if err := b.faults[2].Delete(t.Context(), name3); err != nil {
 		t.Fatal(err)
 	}
