@@ -366,7 +366,7 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 	// shards of the one after this are fetched, while this one is sealed and written.
 	rctx, stop := context.WithCancel(ctx)
 	batches := make(chan readBatch, 1)
-	go readBatches(rctx, sn, batches)
+	go readBatches(rctx, sn, r.w.deps.Pseudonyms, batches)
 	defer func() { // before sn.Close: the reader must be done with sn
 		stop()
 		for range batches {
@@ -380,7 +380,7 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 	}()
 	cur, ok := <-batches
 	if ok && cur.err == nil {
-		pf = r.startPrefetch(ctx, cur.recs)
+		pf = r.startPrefetch(ctx, cur)
 	}
 	for ok {
 		if cur.err != nil {
@@ -392,9 +392,9 @@ func (r *taskRun) run(ctx context.Context, src source.Source) error {
 		pf = nil
 		next, more := <-batches
 		if more && next.err == nil {
-			pf = r.startPrefetch(ctx, next.recs)
+			pf = r.startPrefetch(ctx, next)
 		}
-		if err := r.addBatch(ctx, cur.recs, cur.sums); err != nil {
+		if err := r.addBatch(ctx, cur); err != nil {
 			return err
 		}
 		r.reportProgress(ctx)
@@ -441,21 +441,50 @@ func (r *taskRun) reportProgress(ctx context.Context) {
 // readBatch is a batch of records read from a source, or the error that ended the reading.
 type readBatch struct {
 	recs []source.Record
-	// sums holds the SHA-256 of each record's Data, computed on the reading goroutine so that
-	// it overlaps the sealing of the batch before; nil where the record has no Data (a
-	// tombstone, or one the worker streams through Open).
-	sums []*[32]byte
+	ids  []recordIDs // of each record, computed on the reading goroutine
 	err  error
+}
+
+// recordIDs are a record's keyed names, computed once on the reading goroutine so that they
+// overlap the sealing of the batch before and neither the prefetch nor prepare computes them
+// again.
+type recordIDs struct {
+	pseudo string // the customer's pseudonym; "" without a customer id
+	ref    string // the record's pseudonym within the customer; "" without a key
+	// digest is the keyed digest of Data that deduplication compares; "" for a tombstone, a
+	// record without a customer, or one streamed through Open (prepare reads it then).
+	digest string
+}
+
+func idsOf(ps keys.Pseudonymizer, rec source.Record) recordIDs {
+	var id recordIDs
+	if rec.CustomerID != "" {
+		id.pseudo = ps.Pseudonym(rec.Tenant, rec.CustomerID)
+		if rec.Key != "" {
+			id.ref = ps.Pseudonym("record:"+id.pseudo, rec.Key)
+		}
+	}
+	if id.pseudo != "" && rec.Open == nil && !rec.Deleted {
+		id.digest = contentDigest(ps, id.pseudo, rec.Data)
+	}
+	return id
+}
+
+// contentDigest is a record's digest for deduplication: the customer's keyed pseudonym of the
+// SHA-256 of its bytes, so equal records of different customers never compare equal.
+func contentDigest(ps keys.Pseudonymizer, pseudo string, data []byte) string {
+	sum := sha(data)
+	return ps.Pseudonym("content:"+pseudo, hex.EncodeToString(sum[:]))
 }
 
 // readBatches reads sn to its end in batches of readAhead records (or readAheadBytes) and
 // sends them to out, then closes it. A read error is sent as the last batch; a cancelled ctx
 // stops it without sending more.
-func readBatches(ctx context.Context, sn source.Snapshot, out chan<- readBatch) {
+func readBatches(ctx context.Context, sn source.Snapshot, ps keys.Pseudonymizer, out chan<- readBatch) {
 	defer close(out)
 	for eof := false; !eof; {
 		batch := make([]source.Record, 0, readAhead)
-		sums := make([]*[32]byte, 0, readAhead)
+		ids := make([]recordIDs, 0, readAhead)
 		batchBytes := 0
 		var err error
 		for len(batch) < readAhead && batchBytes < readAheadBytes {
@@ -470,15 +499,10 @@ func readBatches(ctx context.Context, sn source.Snapshot, out chan<- readBatch) 
 			}
 			batch = append(batch, rec)
 			batchBytes += len(rec.Data)
-			var sum *[32]byte
-			if rec.Open == nil && !rec.Deleted {
-				s := sha(rec.Data)
-				sum = &s
-			}
-			sums = append(sums, sum)
+			ids = append(ids, idsOf(ps, rec))
 		}
 		select {
-		case out <- readBatch{recs: batch, sums: sums, err: err}:
+		case out <- readBatch{recs: batch, ids: ids, err: err}:
 		case <-ctx.Done():
 			return
 		}
@@ -510,27 +534,27 @@ type prefetch struct {
 // a time (a customer's records spread over up to 16 shards). What to fetch is decided here on
 // the task's goroutine; the fetching goroutine touches nothing of r's, and merge adds what it
 // got.
-func (r *taskRun) startPrefetch(ctx context.Context, batch []source.Record) *prefetch {
+func (r *taskRun) startPrefetch(ctx context.Context, batch readBatch) *prefetch {
 	p := &prefetch{done: make(chan struct{}), evictions: r.evictions}
 	deps := r.w.deps
 	var scopes []string
 	asked := map[string]bool{}
 	type shardOf struct{ pseudo, shard string }
 	var shards []shardOf
-	for _, rec := range batch {
-		if rec.CustomerID == "" {
+	for i, rec := range batch.recs {
+		pseudo, ref := batch.ids[i].pseudo, batch.ids[i].ref
+		if pseudo == "" {
 			continue // prepare reports it
 		}
-		pseudo := deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
 		dek, known := r.deks[pseudo]
 		if !known && !asked[pseudo] {
 			asked[pseudo] = true
 			scopes = append(scopes, pseudo)
 		}
-		if deps.Records == nil || rec.Key == "" || rec.Deleted || (known && dek == nil) {
+		if deps.Records == nil || ref == "" || rec.Deleted || (known && dek == nil) {
 			continue // no cache, malformed, a tombstone (listed without the cache) or erased
 		}
-		shard := snapshot.Shard(r.job.Class, pseudo, deps.Pseudonyms.Pseudonym("record:"+pseudo, rec.Key))
+		shard := snapshot.Shard(r.job.Class, pseudo, ref)
 		if _, ok := r.cache[shard]; !ok {
 			shards = append(shards, shardOf{pseudo, shard})
 		}
@@ -616,14 +640,10 @@ type toSeal struct {
 // order; sealing the new items, the costly part (zstd and AES-GCM), runs on every core; the
 // sealed items then join the pack in source order, so the packs are the same as if they had
 // been sealed one after another.
-func (r *taskRun) addBatch(ctx context.Context, batch []source.Record, sums []*[32]byte) error {
+func (r *taskRun) addBatch(ctx context.Context, batch readBatch) error {
 	var seal []*toSeal
-	for i, rec := range batch {
-		var sum *[32]byte
-		if i < len(sums) {
-			sum = sums[i]
-		}
-		ts, err := r.prepare(ctx, rec, sum)
+	for i, rec := range batch.recs {
+		ts, err := r.prepare(ctx, rec, batch.ids[i])
 		if err != nil {
 			return err
 		}
@@ -658,13 +678,12 @@ func sealAll(w *Worker, class string, seal []*toSeal) {
 
 // prepare decides what one record needs: a tombstone or an unchanged record is listed in the
 // manifest at once (nil is returned), anything else is returned to be sealed into the pack.
-func (r *taskRun) prepare(ctx context.Context, rec source.Record, sum *[32]byte) (*toSeal, error) {
+func (r *taskRun) prepare(ctx context.Context, rec source.Record, ids recordIDs) (*toSeal, error) {
 	w, j := r.w, r.job
 	if rec.CustomerID == "" || rec.Key == "" {
 		return nil, fmt.Errorf("%w: a record without customer or key", source.ErrMalformed)
 	}
-	pseudo := w.deps.Pseudonyms.Pseudonym(rec.Tenant, rec.CustomerID)
-	ref := w.deps.Pseudonyms.Pseudonym("record:"+pseudo, rec.Key)
+	pseudo, ref, digest := ids.pseudo, ids.ref, ids.digest
 	dek, ok := r.deks[pseudo]
 	if !ok {
 		var err error
@@ -691,11 +710,9 @@ func (r *taskRun) prepare(ctx context.Context, rec source.Record, sum *[32]byte)
 		return nil, err
 	}
 	r.res.Bytes += int64(len(data))
-	if sum == nil { // a streamed record: its bytes were read just now
-		s := sha(data)
-		sum = &s
+	if digest == "" { // a streamed record: its bytes were read just now
+		digest = contentDigest(w.deps.Pseudonyms, pseudo, data)
 	}
-	digest := w.deps.Pseudonyms.Pseudonym("content:"+pseudo, hex.EncodeToString(sum[:]))
 	shard := snapshot.Shard(j.Class, pseudo, ref)
 	known, err := r.shard(ctx, shard)
 	if err != nil {
