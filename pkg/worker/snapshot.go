@@ -477,9 +477,9 @@ func contentDigest(ps keys.Pseudonymizer, pseudo string, data []byte) string {
 	return ps.Pseudonym("content:"+pseudo, hex.EncodeToString(sum[:]))
 }
 
-// readBatches reads sn to its end in batches of readAhead records (or readAheadBytes) and
-// sends them to out, then closes it. A read error is sent as the last batch; a cancelled ctx
-// stops it without sending more.
+// readBatches reads sn to its end in batches of readAhead records (or readAheadBytes), each
+// record with its ids (idsOf, keyed with ps), and sends them to out, then closes it. A read
+// error is sent as the last batch; a cancelled ctx stops it without sending more.
 func readBatches(ctx context.Context, sn source.Snapshot, ps keys.Pseudonymizer, out chan<- readBatch) {
 	defer close(out)
 	for eof := false; !eof; {
