@@ -106,7 +106,7 @@ type Written struct {
 // least pl.MinReplicas targets hold both.
 func (w *Writer) WritePack(ctx context.Context, pl Placement, m pack.Manifest, sum [32]byte, src replica.Source) (Written, error) {
 	packObj := repair.Object{Name: PackName(m.Pack), Size: m.Size, SHA256: hex.EncodeToString(sum[:])}
-	held, reasons, err := w.replicate(ctx, "write pack", pl.need(), pl.Targets, packObj, src, pl.Put)
+	held, reasons, err := w.replicate(ctx, "write pack", pl.need(), pl.Targets, packObj, src, pl.Put, nil)
 	if err != nil {
 		return Written{}, err
 	}
@@ -211,9 +211,9 @@ func targetNames(ts []target.Target) []string {
 
 // replicate writes one object to targets in parallel, one span per target write, and returns
 // the targets that hold it with the errors of the others. It fails when fewer than need do.
-// equivalent, when given, is asked about each target that holds other bytes under the name
-// (replica.ErrConflict); a target it accepts counts as holding the object.
-func (w *Writer) replicate(ctx context.Context, what string, need int, targets []target.Target, o repair.Object, src replica.Source, opts target.PutOptions, equivalent ...*keptCopies) ([]target.Target, map[string]string, error) {
+// kept, when not nil, is asked about each target that holds other bytes under the name
+// (replica.ErrConflict); a target whose copy it lets stand counts as holding the object.
+func (w *Writer) replicate(ctx context.Context, what string, need int, targets []target.Target, o repair.Object, src replica.Source, opts target.PutOptions, kept *keptCopies) ([]target.Target, map[string]string, error) {
 	ctx, span := w.cfg.Tracer.Start(ctx, what, trace.WithAttributes(attribute.String("custos.object", o.Name)))
 	defer span.End()
 	sum, _ := hex.DecodeString(o.SHA256)
@@ -223,7 +223,7 @@ func (w *Writer) replicate(ctx context.Context, what string, need int, targets [
 	held := make([]target.Target, 0, len(targets))
 	reasons := map[string]string{}
 	for i, r := range res {
-		if r.Err != nil && errors.Is(r.Err, replica.ErrConflict) && len(equivalent) > 0 && equivalent[0].accept(ctx, targets[i]) {
+		if r.Err != nil && errors.Is(r.Err, replica.ErrConflict) && kept != nil && kept.accept(ctx, w.cfg.Logger, targets[i]) {
 			r.Err, res[i].Err = nil, nil
 		}
 		if r.Err == nil {
@@ -249,11 +249,13 @@ type keptCopies struct {
 	kept map[string]repair.Object
 }
 
-func (k *keptCopies) accept(ctx context.Context, t target.Target) bool {
+func (k *keptCopies) accept(ctx context.Context, log *slog.Logger, t target.Target) bool {
 	b, err := ReadAll(ctx, t, k.name, MaxCatalogObject)
 	if err != nil || !k.same(b) {
 		return false
 	}
+	log.Info("kept a copy that differs only in key wrapping (a KEK rotation since it was written)",
+		"object", k.name, "target", t.Name())
 	if k.kept == nil {
 		k.kept = map[string]repair.Object{}
 	}
@@ -283,11 +285,7 @@ func (w *Writer) sameManifest(m pack.Manifest) *keptCopies {
 			return false
 		}
 		got, err := pack.OpenManifest(w.sealer.dek, m.Pack, body)
-		if err != nil || !sameButKeys(got, m) {
-			return false
-		}
-		w.cfg.Logger.Info("kept a manifest whose keys are wrapped otherwise (a KEK rotation since it was written)", "pack", m.Pack)
-		return true
+		return err == nil && sameButKeys(got, m)
 	}}
 }
 
@@ -296,13 +294,10 @@ func (w *Writer) sameManifest(m pack.Manifest) *keptCopies {
 // record, with the catalog key wrapped otherwise (a KEK rotation since it was written). The body
 // is sealed deterministically, and a copy whose body differs stays a conflict.
 func sameBody(name string, sealed []byte) *keptCopies {
+	_, want, werr := Decode(sealed)
 	return &keptCopies{name: name, same: func(b []byte) bool {
-		_, want, err := Decode(sealed)
-		if err != nil {
-			return false
-		}
 		_, got, err := Decode(b)
-		return err == nil && bytes.Equal(got, want)
+		return werr == nil && err == nil && bytes.Equal(got, want)
 	}}
 }
 
