@@ -19,6 +19,9 @@ func Unavailable(err error) bool {
 		return false
 	}
 	var apiErr *jetstream.APIError
+	// A key-value watcher subscribes through the client's older JetStream API, whose errors
+	// have their own type: a 503 there is the same unavailability.
+	var legacyErr *nats.APIError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, nats.ErrTimeout),
@@ -30,6 +33,8 @@ func Unavailable(err error) bool {
 		return true
 	case errors.As(err, &apiErr):
 		return apiErr.Code == 503
+	case errors.As(err, &legacyErr):
+		return legacyErr.Code == 503
 	}
 	return false
 }

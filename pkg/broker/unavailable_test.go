@@ -39,6 +39,8 @@ func TestUnavailable(t *testing.T) {
 		"client timeout":     {nats.ErrTimeout, true},
 		"reconnecting":       {nats.ErrConnectionReconnecting, true},
 		"jetstream 503":      {&jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}, true},
+		"watcher 503":        {fmt.Errorf("watch bucket: %w", &nats.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}), true},
+		"watcher 404":        {&nats.APIError{Code: 404, ErrorCode: nats.JSErrCodeStreamNotFound}, false},
 		"jetstream 400":      {&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamNameInUse}, false},
 		"another error":      {errors.New("consumer settings differ"), false},
 		"denial that waited": {fmt.Errorf("%w: %w", broker.ErrDenied, context.DeadlineExceeded), false},
