@@ -27,7 +27,7 @@ func dlqCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			parts, err := cfg.Open(cmd.Context(), "custos-dlq", logger())
+			parts, err := open(cmd.Context(), cfg, "custos-dlq")
 			if err != nil {
 				return err
 			}

@@ -71,7 +71,7 @@ items, or all.`,
 			if !ok {
 				return fmt.Errorf("class %q is not in the configuration's classes", class)
 			}
-			parts, err := cfg.Open(cmd.Context(), "custos-drill", logger())
+			parts, err := open(cmd.Context(), cfg, "custos-drill")
 			if err != nil {
 				return err
 			}

@@ -20,7 +20,7 @@ func openParts(cmd *cobra.Command, name string) (*config.Parts, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cfg.Open(cmd.Context(), name, logger())
+	return open(cmd.Context(), cfg, name)
 }
 
 func jobsCmd() *cobra.Command {

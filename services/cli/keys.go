@@ -132,7 +132,7 @@ func loadConfig(cmd *cobra.Command) (*config.Config, error) {
 // rec, when set, is the audit entry of the rotation just made: it is appended once the keys are
 // re-wrapped, with Count the data keys re-wrapped (or, when that failed, none).
 func rewrapAndEnvelope(ctx context.Context, cfg *config.Config, verb string, rec *audit.Entry) error {
-	parts, err := cfg.Open(ctx, "custos-keys", logger())
+	parts, err := open(ctx, cfg, "custos-keys")
 	if err != nil {
 		if rec != nil {
 			fmt.Fprintf(os.Stderr, "WARNING: the rotation to %s was not recorded in the audit log: %v\n", rec.Key, err)

@@ -51,7 +51,7 @@ nothing. It exits 2 when a pack could not be deleted for another reason.`,
 			if p == nil {
 				return fmt.Errorf("no policy: name it in the configuration (policy: FILE) or give --policy; retention deletes what the policy no longer keeps")
 			}
-			parts, err := cfg.Open(cmd.Context(), "custos-retention", logger())
+			parts, err := open(cmd.Context(), cfg, "custos-retention")
 			if err != nil {
 				return err
 			}

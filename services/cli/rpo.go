@@ -44,7 +44,7 @@ It exits 3 when any line is in breach.`,
 			if p == nil {
 				p = policy.Default()
 			}
-			parts, err := cfg.Open(cmd.Context(), "custos-rpo", logger())
+			parts, err := open(cmd.Context(), cfg, "custos-rpo")
 			if err != nil {
 				return err
 			}

@@ -59,7 +59,7 @@ when there was no problem or every problem was repaired, and 2 otherwise.`,
 			if _, ok := cfg.Classes[class]; class != "" && !ok {
 				return fmt.Errorf("--class: no class %q in the configuration", class)
 			}
-			parts, err := cfg.Open(cmd.Context(), "custos-verify", logger())
+			parts, err := open(cmd.Context(), cfg, "custos-verify")
 			if err != nil {
 				return err
 			}
