@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -54,6 +55,58 @@ func startCluster(t *testing.T, dir string) []*server.Server {
 		}
 	}
 	return srvs
+}
+
+// serverOf returns the server holding the client connection named name.
+func serverOf(t *testing.T, srvs []*server.Server, name string) *server.Server {
+	t.Helper()
+	for _, s := range srvs {
+		cz, err := s.Connz(&server.ConnzOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cz.Conns {
+			if c.Name == name {
+				return s
+			}
+		}
+	}
+	t.Fatalf("no server holds the connection %s", name)
+	return nil
+}
+
+// started waits until the worker's log says it has started.
+func started(t *testing.T, log string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		b, _ := os.ReadFile(log)
+		if strings.Contains(string(b), `"msg":"worker started"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not start:\n%s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// consumerState describes the workers' consumer for a failure message.
+func consumerState(ctx context.Context, js jetstream.JetStream) string {
+	c, err := js.Consumer(ctx, event.StreamName, "custos-workers")
+	if err != nil {
+		return err.Error()
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	leader := ""
+	if info.Cluster != nil {
+		leader = info.Cluster.Leader
+	}
+	return fmt.Sprintf("pending %d, ack pending %d, redelivered %d, waiting pulls %d, leader %q",
+		info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, leader)
 }
 
 func TestThreeReplicasSurviveANodeLoss(t *testing.T) {
@@ -181,18 +234,27 @@ worker:
 				}
 			}
 			if time.Now().After(deadline) {
+				// The worker's goroutines (SIGQUIT) show where it waits.
+				state := consumerState(ctx, js)
+				w.Process.Signal(syscall.SIGQUIT) //nolint:errcheck // a diagnostic
+				time.Sleep(2 * time.Second)
 				b, _ := os.ReadFile(logf.Name())
-				t.Fatalf("events not settled:\n%s", b)
+				t.Fatalf("events not settled (consumer: %s):\n%s", state, b)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	publish(0, 20)
 	settled()
+	// The worker consumes events before it has started its other parts (tasks, erasures,
+	// audit); the node goes once it runs them all, which is the case this test is about.
+	started(t, logf.Name())
 
-	// One of three servers goes: the other two still hold a majority of every stream.
-	srvs[2].Shutdown()
-	srvs[2].WaitForShutdown()
+	// The server the worker is connected to goes, so the worker reconnects and its pull
+	// requests move; the other two still hold a majority of every stream.
+	gone := serverOf(t, srvs, "w1")
+	gone.Shutdown()
+	gone.WaitForShutdown()
 	publish(20, 40)
 	settled()
 
