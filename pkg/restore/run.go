@@ -430,14 +430,26 @@ func (w *worker) stream(ctx context.Context, j *job, in io.Reader, check func() 
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp) // a no-op once renamed
 	if err := check(); err != nil {
+		os.Remove(tmp)
 		return err
 	}
+	return w.place(ctx, s, j, tmp, dst)
+}
+
+// place renames tmp into dst (slot.commit), or removes it when ctx ended or a newer version
+// was written. The removal is skipped once renamed: each is a failing unlink and rmdir per
+// file, a cost a restore of many small records feels.
+func (ru *run) place(ctx context.Context, s *slot, j *job, tmp, dst string) error {
 	if err := ctx.Err(); err != nil {
+		os.Remove(tmp)
 		return err
 	}
-	return s.commit(j, tmp, dst)
+	renamed, err := s.commit(j, tmp, dst)
+	if !renamed {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 // record is a verified record waiting for the write pool.
@@ -473,11 +485,7 @@ func (ru *run) write(ctx context.Context, rec record) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp) // a no-op once renamed
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return rec.s.commit(rec.j, tmp, dst)
+	return ru.place(ctx, rec.s, rec.j, tmp, dst)
 }
 
 // writeTemp writes the record to a new temporary file beside its destination (design.md
@@ -486,7 +494,7 @@ func (ru *run) writeTemp(dir string, r io.Reader) (string, error) {
 	if err := ru.mkdir(dir); err != nil {
 		return "", err
 	}
-	f, err := os.CreateTemp(dir, ".restore-*")
+	f, err := createTemp(dir)
 	if err != nil {
 		return "", err
 	}
@@ -535,18 +543,19 @@ func (s *slot) newerWritten(j *job) bool {
 	return s.written != nil && newer(s.written, j)
 }
 
-// commit renames tmp into place unless a newer version was written meanwhile.
-func (s *slot) commit(j *job, tmp, dst string) error {
+// commit renames tmp into place unless a newer version was written meanwhile, and reports
+// whether it did.
+func (s *slot) commit(j *job, tmp, dst string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.written != nil && newer(s.written, j) {
-		return nil
+		return false, nil
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return err
+	if err := rename(tmp, dst); err != nil {
+		return false, err
 	}
 	s.written = j
-	return nil
+	return true, nil
 }
 
 // succeed records an item restored (or authenticated and found overwritten); the replicas that
