@@ -1,0 +1,61 @@
+package worker
+
+import (
+	"context"
+	"testing"
+
+	"github.com/custos-dev/custos/pkg/snapshot"
+)
+
+// merge keeps what the task loaded or changed while a prefetch ran, and drops a prefetch begun
+// before the cache was written back and emptied: its shards may predate what was written, and
+// saving them again would drop the entries the task added in between.
+func TestMergePrefetch(t *testing.T) {
+	ctx := context.Background()
+	fetched := func(evictions int, shards map[string]map[string]snapshot.Known) *prefetch {
+		p := &prefetch{done: make(chan struct{}), evictions: evictions, shards: shards,
+			deks: map[string][]byte{"cust": []byte("key")}}
+		close(p.done)
+		return p
+	}
+	known := func(digest string) map[string]snapshot.Known {
+		return map[string]snapshot.Known{"ref": {Digest: digest}}
+	}
+	run := func() *taskRun {
+		return &taskRun{w: &Worker{cfg: Config{testMaxCachedShards: 3}}, deks: map[string][]byte{},
+			cache: map[string]map[string]snapshot.Known{}, dirty: map[string]bool{}}
+	}
+
+	r := run()
+	r.cache["changed"] = known("task")
+	if err := r.merge(ctx, fetched(0, map[string]map[string]snapshot.Known{"new": known("kv"), "changed": known("kv")})); err != nil {
+		t.Fatal(err)
+	}
+	if r.cache["new"]["ref"].Digest != "kv" || r.cache["changed"]["ref"].Digest != "task" || string(r.deks["cust"]) != "key" {
+		t.Errorf("merge: cache %v, deks %v; want the new shard added, the task's copy kept, the key added", r.cache, r.deks)
+	}
+
+	// Begun before an eviction: the keys are kept, the shards are not.
+	r = run()
+	p := fetched(r.evictions, map[string]map[string]snapshot.Known{"saved": known("before save")})
+	if err := r.evict(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.cache["other"] = known("task")
+	if err := r.merge(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.cache["saved"]; ok || string(r.deks["cust"]) != "key" {
+		t.Errorf("a prefetch begun before an eviction was merged: cache %v, deks %v", r.cache, r.deks)
+	}
+
+	// Shards that would overfill the cache: it is written back and emptied instead.
+	r = run()
+	r.cache["a"], r.cache["b"] = known("task"), known("task")
+	if err := r.merge(ctx, fetched(0, map[string]map[string]snapshot.Known{"c": known("kv"), "d": known("kv")})); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.cache) != 0 || r.evictions != 1 {
+		t.Errorf("overfilling merge: cache %v, evictions %d; want an emptied cache after one eviction", r.cache, r.evictions)
+	}
+}
