@@ -49,6 +49,9 @@ type Index struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	bucket string
+	// requestTimeout bounds each wait for the broker in Commit (broker.Bounded); 0 is
+	// broker.RequestTimeout. Tests shorten it.
+	requestTimeout time.Duration
 }
 
 // Open creates the bucket if needed and returns the index.
@@ -104,7 +107,9 @@ func (ix *Index) Commit(ctx context.Context, m pack.Manifest, targets []string, 
 			return err
 		}
 	}
-	if err := wait(ctx, futures); err != nil {
+	wctx, cancel := broker.Bounded(ctx, ix.requestTimeout)
+	defer cancel()
+	if err := wait(wctx, futures); err != nil {
 		return err
 	}
 	rec := PackRecord{Pack: m.Pack, Class: m.Class, Size: m.Size, SHA256: m.SHA256, Items: len(m.Items),
@@ -113,7 +118,9 @@ func (ix *Index) Commit(ctx context.Context, m pack.Manifest, targets []string, 
 	if err != nil {
 		return err
 	}
-	if _, err := ix.kv.Put(ctx, packKey(m.Pack), b); err != nil {
+	pctx, cancel := broker.Bounded(ctx, ix.requestTimeout)
+	defer cancel()
+	if _, err := ix.kv.Put(pctx, packKey(m.Pack), b); err != nil {
 		return fmt.Errorf("catalog: index pack %s: %w", m.Pack, err)
 	}
 	return nil

@@ -423,3 +423,31 @@ func TestCustomerRecordEncoding(t *testing.T) {
 		}
 	}
 }
+
+// A reply the broker never sends (the server that held the request went down) fails Commit
+// after the request timeout, not when the caller's longer deadline ends: the worker retries
+// the pack instead of holding its events for the whole commit timeout.
+func TestCommitUnansweredFailsAtTheRequestTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.index.SetRequestTimeout(300 * time.Millisecond)
+	// The bucket's stream is gone and something else takes its subjects without answering.
+	if err := b.ns.JS.DeleteStream(t.Context(), "KV_"+catalog.DefaultBucket); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.ns.Conn.Subscribe("$KV."+catalog.DefaultBucket+".>", func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the server stops with the test
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	began := time.Now()
+	err = b.index.Commit(ctx, b.manifest("critical", item{b.customer(1), 1, t0}), []string{"mem:a"}, t0)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Commit with no reply = %v, want a deadline error", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("Commit with no reply took %s, want about the request timeout", took)
+	}
+}

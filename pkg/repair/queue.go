@@ -76,6 +76,8 @@ func (q *Queue) Add(ctx context.Context, m Missing) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := broker.Bounded(ctx, 0)
+	defer cancel()
 	if _, err := q.kv.Put(ctx, key(m.Pack, m.Target), b); err != nil {
 		return fmt.Errorf("repair: record pack %s missing from %s: %w", m.Pack, m.Target, err)
 	}

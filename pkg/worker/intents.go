@@ -166,6 +166,8 @@ func (t *intentTable) publish(ctx context.Context, in intent) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := broker.Bounded(ctx, 0)
+	defer cancel()
 	_, err = t.js.PublishMsg(ctx, &nats.Msg{Subject: IntentSubjectPrefix + in.Pack, Data: b,
 		Header: nats.Header{nats.MsgIdHdr: []string{in.Pack}}})
 	if err != nil {
@@ -181,6 +183,8 @@ func (t *intentTable) done(ctx context.Context, packID string) {
 		st.done = true
 	}
 	t.mu.Unlock()
+	ctx, cancel := broker.Bounded(ctx, 0)
+	defer cancel()
 	if _, err := t.js.PublishMsg(ctx, &nats.Msg{Subject: IntentSubjectPrefix + packID + ".done",
 		Header: nats.Header{nats.MsgIdHdr: []string{packID + ".done"}}}); err != nil {
 		t.log.Warn("could not mark pack intent done", "pack", packID, "err", err)
