@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -224,18 +225,7 @@ func TestCancelledHalfwayLeavesNoPartialFile(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("All = %+v, %v; want context.Canceled", rep, err)
 	}
-	err = filepath.WalkDir(out, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if strings.HasPrefix(d.Name(), ".") {
-			t.Errorf("temporary file left: %s", path)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	noTemporaryFiles(t, out)
 	got := files(t, out)
 	if len(got) == len(latest(all, time.Time{})) {
 		t.Logf("every record was written before the cancellation was seen")
@@ -322,4 +312,55 @@ func TestWellCompressedLargeRecord(t *testing.T) {
 		t.Fatalf("%+v, %v", rep, err)
 	}
 	checkFiles(t, out, want(out, big, small))
+}
+
+// noTemporaryFiles fails t for every temporary file (a name starting with ".") under out.
+func noTemporaryFiles(t *testing.T, out string) {
+	t.Helper()
+	err := filepath.WalkDir(out, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".") {
+			t.Errorf("temporary file left: %s", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A record whose file cannot be put in place (a directory holds its name) is reported as a
+// failure, its temporary file is removed, and every other record is restored.
+func TestUnplaceableRecordLeavesNoTemporaryFile(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	recs := latest(versioned(t, b, 2, 3), time.Time{})
+	out := t.TempDir()
+	blocked := restore.Path(out, recs[0].tenant, recs[0].customer, recs[0].key)
+	if err := os.MkdirAll(filepath.Join(blocked, "inside"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := b.restorer().All(t.Context(), restore.Options{Out: out})
+	if err == nil && rep.OK() {
+		t.Fatalf("All with a directory in a record's place = %+v, want a failure", rep)
+	}
+	// Each of the record's three versions was read and could not be placed.
+	if len(rep.Failures) != 3 {
+		t.Errorf("failures = %q, want the record's three versions", rep.Failures)
+	}
+	for _, f := range rep.Failures {
+		if !strings.Contains(f, blocked+": is a directory") {
+			t.Errorf("failure %q does not name the blocked file", f)
+		}
+	}
+	noTemporaryFiles(t, out)
+	got := files(t, out)
+	for _, r := range recs[1:] {
+		rel, _ := filepath.Rel(out, restore.Path(out, r.tenant, r.customer, r.key))
+		if got[rel] != string(r.data) {
+			t.Errorf("%s: restored %q, want %q", rel, got[rel], r.data)
+		}
+	}
 }
