@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/config"
+	"github.com/custos-dev/custos/pkg/node"
 )
 
 // brokerWait bounds how long a command waits for a broker that cannot answer yet: a cluster
@@ -14,27 +14,19 @@ import (
 // started meanwhile should wait for them rather than fail on "no responders".
 var brokerWait = time.Minute
 
-// open opens what cfg names as the client name, trying again with growing pauses while the
-// broker is unavailable (broker.Unavailable), for at most brokerWait. Any other error (a wrong
-// key file, a refused permission) is returned at once.
+// open opens what cfg names as the client name, trying again while the broker is unavailable
+// (node.StartWhenAvailable), for at most brokerWait. Any other error (a wrong key file, a
+// refused permission) is returned at once.
 func open(ctx context.Context, cfg *config.Config, name string) (*config.Parts, error) {
 	log := logger()
-	deadline := time.Now().Add(brokerWait)
-	delay := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		parts, err := cfg.Open(ctx, name, log)
-		if err == nil || !broker.Unavailable(err) || ctx.Err() != nil {
-			return parts, err
-		}
-		if time.Now().Add(delay).After(deadline) {
-			return nil, fmt.Errorf("%w (the broker did not answer for %s)", err, brokerWait)
-		}
-		log.Warn("the broker is unavailable; trying again", "attempt", attempt, "pause", delay, "err", err)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return nil, err
-		}
-		delay = min(2*delay, 5*time.Second)
+	wait, cancel := context.WithTimeout(ctx, brokerWait)
+	defer cancel()
+	// The parts outlive the wait: they are opened under ctx, not under wait.
+	parts, err := node.StartWhenAvailable(wait, log, name, func(context.Context) (*config.Parts, error) {
+		return cfg.Open(ctx, name, log)
+	})
+	if err != nil && wait.Err() != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("%w (the broker did not answer for %s)", err, brokerWait)
 	}
+	return parts, err
 }
