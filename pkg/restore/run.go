@@ -437,9 +437,9 @@ func (w *worker) stream(ctx context.Context, j *job, in io.Reader, check func() 
 	return w.place(ctx, s, j, tmp, dst)
 }
 
-// place renames tmp into dst (slot.commit), or removes it when ctx ended or a newer version
-// was written. The removal is skipped once renamed: each is a failing unlink and rmdir per
-// file, a cost a restore of many small records feels.
+// place renames tmp into dst (slot.commit), or removes it when ctx ended, a newer version was
+// written or the rename failed. A renamed file is not removed "just in case": that was a
+// failing unlink and rmdir per file, which a restore of many small records feels.
 func (ru *run) place(ctx context.Context, s *slot, j *job, tmp, dst string) error {
 	if err := ctx.Err(); err != nil {
 		os.Remove(tmp)
