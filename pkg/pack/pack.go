@@ -76,6 +76,47 @@ type Built struct {
 	Sum      [32]byte
 }
 
+// Release hands Data's memory to a later Build and clears Data. Call it only when nothing
+// reads Data any more: every write of the pack has returned and none was abandoned while a
+// transport could still be sending it. Not calling it is always safe.
+func (b *Built) Release() {
+	if b.Data == nil {
+		return
+	}
+	d := b.Data[:0]
+	b.Data = nil
+	if cap(d) > maxPooledPack {
+		return
+	}
+	select {
+	case packBufs <- d:
+	default: // enough kept
+	}
+}
+
+// packBufs keeps a few released pack buffers. A pack is several MiB: allocating each afresh
+// costs the page faults of zeroing new memory, and the runtime's returning it to the system
+// afterwards, every commit (about a tenth of a worker's CPU on the event path). The number kept
+// is bounded, so idle memory stays a few packs at most.
+var packBufs = make(chan []byte, 4)
+
+// maxPooledPack is the largest buffer kept: twice the default pack size, so that one
+// oversized pack does not stay pinned.
+const maxPooledPack = 16 << 20
+
+// packBuf returns an empty buffer of at least n bytes, a released one when one is big enough.
+func packBuf(n int) []byte {
+	select {
+	case b := <-packBufs:
+		if cap(b) >= n {
+			return b
+		}
+		// Too small for this pack; dropped, so the kept buffers grow with the packs built.
+	default:
+	}
+	return make([]byte, 0, n)
+}
+
 // PackID derives the pack id from its item ids in pack order.
 func PackID(itemIDs []string) string {
 	h := sha256.New()
@@ -129,7 +170,7 @@ func Build(class string, items []Item) Built {
 		size += len(it.Sealed)
 		ids[i] = it.ID
 	}
-	b := Built{Data: make([]byte, 0, size)}
+	b := Built{Data: packBuf(size)}
 	m := Manifest{V: 1, Pack: PackID(ids), Class: class, Items: make([]Entry, len(sorted))}
 	for i, it := range sorted {
 		sum := sha256.Sum256(it.Sealed)

@@ -80,7 +80,7 @@ func (w *Worker) backupRef(h *heldMsg, meta *custosv1.Meta, idx int, r *custosv1
 	}
 	m := pack.Manifest{V: 1, Pack: pid, Class: class, Size: n, SHA256: hex.EncodeToString(sum[:]), NewestEvent: im.EventTime,
 		Items: []pack.Entry{{ID: id, Customer: pseudo, Seq: h.seq, EventTime: im.EventTime, Length: n, SHA256: hex.EncodeToString(sum[:])}}}
-	err = w.writePack(ctx, class, hold, m, sum, fileSource(spool))
+	_, err = w.writePack(ctx, class, hold, m, sum, fileSource(spool))
 	if errors.Is(err, replica.ErrConflict) {
 		// An earlier delivery stored this item with other random nonces before it died. Adopt
 		// that copy (after authenticating it) so every target holds the same bytes.
@@ -160,7 +160,7 @@ func (w *Worker) adopt(ctx context.Context, dek []byte, pseudo, class string, ho
 		sum := [32]byte(hw.h.Sum(nil))
 		m.Size, m.SHA256 = hw.n, hex.EncodeToString(sum[:])
 		m.Items[0].Length, m.Items[0].SHA256 = hw.n, m.SHA256
-		if err := w.writePack(ctx, class, hold, m, sum, fileSource(f.Name())); err == nil {
+		if _, err := w.writePack(ctx, class, hold, m, sum, fileSource(f.Name())); err == nil {
 			return nil
 		}
 	}

@@ -103,9 +103,13 @@ func (w *Worker) commit(b *batch) {
 		}
 	}
 	src := replica.BytesSource(built.Data)
-	if err := w.writePack(ctx, b.class, b.hold, built.Manifest, built.Sum, src); err != nil {
+	everywhere, err := w.writePack(ctx, b.class, b.hold, built.Manifest, built.Sum, src)
+	if err != nil {
 		w.failBatch(b, span, err)
 		return
+	}
+	if everywhere { // no write of it was abandoned: nothing can still be sending its bytes
+		built.Release()
 	}
 	w.metrics.packDurable(ctx, b, began) // metrics.go
 	for _, h := range b.events {
@@ -115,15 +119,16 @@ func (w *Worker) commit(b *batch) {
 
 // writePack writes the pack through the repository (pack, manifest, repair records, index),
 // then marks the intent done. It returns nil only when the class's minimum number of targets
-// holds both the pack and the manifest. With hold, every object is written under legal hold.
-func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.Manifest, sum [32]byte, src replica.Source) error {
+// holds both the pack and the manifest, and everywhere when every target of the class does
+// (none was queued for repair). With hold, every object is written under legal hold.
+func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.Manifest, sum [32]byte, src replica.Source) (everywhere bool, err error) {
 	wr, err := w.repo.WritePack(ctx, w.placement(class, hold), m, sum, src)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if hook := w.cfg.testAfterIndex; hook != nil {
 		if err := hook(m.Pack); err != nil {
-			return err
+			return false, err
 		}
 	}
 	w.intents.done(ctx, m.Pack)
@@ -133,7 +138,7 @@ func (w *Worker) writePack(ctx context.Context, class string, hold bool, m pack.
 		s.Bytes += m.Size
 		s.ReplicasMissed += int64(wr.Missed)
 	})
-	return nil
+	return wr.Missed == 0, nil
 }
 
 // putOptions are the immutability settings of a class's objects written now.

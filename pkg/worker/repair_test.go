@@ -203,3 +203,31 @@ func TestAllReplicasRequiredByDefault(t *testing.T) {
 		t.Fatal("no pack written after the target came back")
 	}
 }
+
+// A pack's memory is handed to later packs only when no write of it can still be reading it. A
+// target whose write was abandoned after the quorum may, like an HTTP transport still sending a
+// cancelled request's body, read the pack after the commit returned: what it reads must still
+// be that pack's bytes while later packs are built.
+func TestAbandonedWriteStillReadsItsPack(t *testing.T) {
+	b := setup(t, minTwoOfThree, func(c *Config) { c.PackMaxItems = 5 })
+	lagging := b.faults[2]
+	lagging.HoldPuts()
+	b.startWorker()
+	want := b.publish(60, 6)
+	b.waitSettled()
+	changed, err := lagging.ReadHeld()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 0 {
+		t.Fatalf("%d abandoned writes read other bytes than their pack's, first %s", len(changed), changed[0])
+	}
+	if packs := objects(t, b.targets[0], "packs/"); len(packs) < 4 {
+		t.Fatalf("%d packs written; the test needs several in a row", len(packs))
+	}
+	rep, out := b.restoreAll()
+	if !rep.OK() {
+		t.Fatalf("restore: %+v", rep)
+	}
+	b.checkRestored(out, want)
+}

@@ -841,7 +841,11 @@ func (r *taskRun) flush(ctx context.Context) error {
 	// before its pack is durable, and the manifest is written after every pack.
 	go func() {
 		p.built = pack.Build(j.Class, items) // read by settle only after done
-		p.done <- w.writePack(ctx, j.Class, j.Hold, p.built.Manifest, p.built.Sum, replica.BytesSource(p.built.Data))
+		everywhere, err := w.writePack(ctx, j.Class, j.Hold, p.built.Manifest, p.built.Sum, replica.BytesSource(p.built.Data))
+		if everywhere { // no write of it was abandoned: nothing can still be sending its bytes
+			p.built.Release()
+		}
+		p.done <- err
 	}()
 	r.pending = p
 	r.items, r.refs, r.bytes = nil, nil, 0

@@ -5,6 +5,7 @@ package faulty
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,15 @@ type Target struct {
 	failAfter int64 // < 0: off
 	corrupt   map[string]bool
 	delay     time.Duration
+	hold      bool
+	held      []heldPut
+}
+
+// heldPut is the data of a Put that HoldPuts kept past its return.
+type heldPut struct {
+	name string
+	r    io.Reader
+	sum  [32]byte
 }
 
 // New wraps t with every fault off.
@@ -59,9 +69,36 @@ func (t *Target) Corrupt(name string) { t.set(func() { t.corrupt[name] = true })
 // Delay makes every operation wait d (or until its context ends) before it starts.
 func (t *Target) Delay(d time.Duration) { t.set(func() { t.delay = d }) }
 
-// Reset switches every fault off.
+// HoldPuts makes every Put hang until its context ends, then fail, keeping the data it was
+// given, as an HTTP transport may still be sending a cancelled request's body after the call
+// returned. ReadHeld reads that data later.
+func (t *Target) HoldPuts() { t.set(func() { t.hold = true }) }
+
+// ReadHeld reads the data of every Put held since HoldPuts to its end and returns the names
+// whose bytes no longer match the SHA-256 their Put was given: memory the caller reused while
+// a transport could still read it.
+func (t *Target) ReadHeld() (changed []string, err error) {
+	t.mu.Lock()
+	held := t.held
+	t.held = nil
+	t.mu.Unlock()
+	for _, h := range held {
+		d := sha256.New()
+		if _, err := io.Copy(d, h.r); err != nil {
+			return nil, fmt.Errorf("read held %s: %w", h.name, err)
+		}
+		if [32]byte(d.Sum(nil)) != h.sum {
+			changed = append(changed, h.name)
+		}
+	}
+	return changed, nil
+}
+
+// Reset switches every fault off (held Puts stay for ReadHeld).
 func (t *Target) Reset() {
-	t.set(func() { t.down, t.failPuts, t.failAfter, t.corrupt, t.delay = false, 0, -1, map[string]bool{}, 0 })
+	t.set(func() {
+		t.down, t.failPuts, t.failAfter, t.corrupt, t.delay, t.hold = false, 0, -1, map[string]bool{}, 0, false
+	})
 }
 
 func (t *Target) set(f func()) {
@@ -104,9 +141,17 @@ func (t *Target) Put(ctx context.Context, name string, r io.ReadSeeker, size int
 	}
 	after := t.failAfter
 	t.failAfter = -1
+	hold := t.hold
+	if hold {
+		t.held = append(t.held, heldPut{name: name, r: r, sum: opts.SHA256})
+	}
 	t.mu.Unlock()
 	if fail {
 		return fmt.Errorf("put %s: %w", name, ErrInjected)
+	}
+	if hold {
+		<-ctx.Done()
+		return fmt.Errorf("put %s: %w: %w", name, ErrInjected, ctx.Err())
 	}
 	if after >= 0 {
 		r = &failingReader{r: r, left: after}

@@ -119,3 +119,31 @@ func TestDelay(t *testing.T) {
 		t.Errorf("Stat = %v after %v", err, time.Since(start))
 	}
 }
+
+func TestHoldPutsKeepsTheData(t *testing.T) {
+	f := faulty.New(mem.New())
+	f.HoldPuts()
+	kept, reused := []byte("kept bytes"), []byte("reused bytes")
+	for name, data := range map[string][]byte{"kept": kept, "reused": reused} {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		err := put(ctx, f, name, data)
+		cancel()
+		if !errors.Is(err, faulty.ErrInjected) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("held Put = %v, want ErrInjected after its context ended", err)
+		}
+	}
+	copy(reused, "other bytes!") // the caller reuses the memory after Put returned
+	changed, err := f.ReadHeld()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 1 || changed[0] != "reused" {
+		t.Fatalf("ReadHeld = %v, want [reused]", changed)
+	}
+	if changed, err := f.ReadHeld(); err != nil || len(changed) != 0 {
+		t.Fatalf("second ReadHeld = %v, %v; want nothing held", changed, err)
+	}
+	targettest.AssertMissing(t, f, "kept")
+	f.Reset()
+	targettest.Put(t, f, "kept", kept)
+}
