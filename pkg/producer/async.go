@@ -61,7 +61,9 @@ func (p *Producer) PublishPostTransactionAsync(ctx context.Context, msg *custosv
 // sent. Transient broker errors are retried in the background like Publish does. At most
 // WithMaxPending events are in flight: PublishAsync blocks (until ctx ends) when that many are
 // unresolved. ctx is the parent of the producer span; cancelling it after PublishAsync returned
-// does not cancel the publish. Call Flush to wait for everything published so far.
+// does not cancel the publish. Call Flush to wait for everything published so far. msg is read
+// until its Future resolves (a batched event is encoded when its batch is sent), so do not change
+// it, or messages it points to, before then.
 func (p *Producer) PublishAsync(ctx context.Context, msg proto.Message, opts ...PublishOption) (*Future, error) {
 	if pt, ok := p.batchable(msg, publishOpts(p, opts)); ok {
 		f, err := p.enqueue(ctx, pt)

@@ -2,10 +2,12 @@ package producer
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/custos-dev/custos/pkg/event"
 	custosv1 "github.com/custos-dev/custos/proto/custos/v1"
@@ -23,7 +25,9 @@ var encoder = sync.OnceValue(func() *zstd.Encoder {
 
 // compressed returns a copy of msg whose inline records of at least compressFrom bytes are
 // zstd-compressed (record.inline_zstd), or nil when there is none or it would not be smaller.
-// A record over the inline limit is left as is, so that validation names the real size.
+// A record over the inline limit is left as is, so that validation names the real size. The
+// copy shares every field but the records it changes with msg (neither is written to again):
+// a deep copy would copy each record's bytes only to drop them.
 func (p *Producer) compressed(msg proto.Message) proto.Message {
 	from := p.o.compressFrom
 	if from <= 0 {
@@ -34,8 +38,7 @@ func (p *Producer) compressed(msg proto.Message) proto.Message {
 	if limit <= 0 {
 		limit = event.DefaultMaxInlineBytes
 	}
-	var out proto.Message
-	var outRecs []*custosv1.Record
+	var zs [][]byte // compressed bytes by record, nil where a record travels as it is
 	for i, r := range recs {
 		data := r.GetInline()
 		if len(data) < from || len(data) > limit {
@@ -45,13 +48,54 @@ func (p *Producer) compressed(msg proto.Message) proto.Message {
 		if len(z) >= len(data) {
 			continue // incompressible: send it as is
 		}
-		if out == nil {
-			out = proto.Clone(msg)
-			outRecs = recordsOf(out)
+		if zs == nil {
+			zs = make([][]byte, len(recs))
 		}
-		outRecs[i].Source = &custosv1.Record_InlineZstd{InlineZstd: z}
+		zs[i] = z
 	}
-	return out
+	if zs == nil {
+		return nil
+	}
+	swap := func(rs []*custosv1.Record) []*custosv1.Record {
+		out := slices.Clone(rs)
+		for i, z := range zs {
+			if z != nil {
+				out[i] = shallowCopy(rs[i])
+				out[i].Source = &custosv1.Record_InlineZstd{InlineZstd: z}
+			}
+		}
+		return out
+	}
+	switch m := msg.(type) {
+	case *custosv1.PostTransaction:
+		out := shallowCopy(m)
+		out.Record = swap([]*custosv1.Record{m.GetRecord()})[0]
+		return out
+	case *custosv1.ManualRequest:
+		out := shallowCopy(m)
+		out.Records = swap(m.GetRecords())
+		return out
+	case *custosv1.SuspiciousActivity:
+		out := shallowCopy(m)
+		out.Records = swap(m.GetRecords())
+		return out
+	}
+	return nil // recordsOf knows no other type
+}
+
+// shallowCopy returns a new message with m's fields; message, list, map and bytes fields share
+// m's values.
+func shallowCopy[M proto.Message](m M) M {
+	src := m.ProtoReflect()
+	dst := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		dst.Set(fd, v)
+		return true
+	})
+	if u := src.GetUnknown(); len(u) > 0 {
+		dst.SetUnknown(u)
+	}
+	return dst.Interface().(M)
 }
 
 func recordsOf(msg proto.Message) []*custosv1.Record {

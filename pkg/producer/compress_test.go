@@ -35,7 +35,8 @@ func TestPublishCompressesRecords(t *testing.T) {
 		msg := &custosv1.ManualRequest{
 			Meta:        &custosv1.Meta{Tenant: "acme", CustomerId: "c-1", DataClass: "critical"},
 			RequestedBy: "ops", Reason: "test",
-			Records: []*custosv1.Record{{Key: "small", Source: &custosv1.Record_Inline{Inline: []byte("{}")}}, {Key: "k", Source: &custosv1.Record_Inline{Inline: data}}},
+			Records: []*custosv1.Record{{Key: "small", Source: &custosv1.Record_Inline{Inline: []byte("{}")}},
+				{Key: "k", ContentType: "application/json", Source: &custosv1.Record_Inline{Inline: data}}},
 		}
 		orig := proto.Clone(msg)
 		ack, err := p.PublishManualRequest(b.ctx, msg)
@@ -51,9 +52,23 @@ func TestPublishCompressesRecords(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs := ev.Msg.(*custosv1.ManualRequest).GetRecords()
+		got := ev.Msg.(*custosv1.ManualRequest)
+		recs := got.GetRecords()
 		if recs[0].GetInline() == nil {
 			t.Fatal("a 2-byte record was compressed")
+		}
+		// Every other field travels as the caller set it: with the compressed record inflated
+		// back, the event equals the caller's.
+		inflated := proto.Clone(got).(*custosv1.ManualRequest)
+		if z := recs[1].GetInlineZstd(); z != nil {
+			plain, err := zd.DecodeAll(z, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inflated.Records[1].Source = &custosv1.Record_Inline{Inline: plain}
+		}
+		if !proto.Equal(inflated, msg) {
+			t.Fatalf("the stored event differs from the caller's beyond compression:\n%v\n%v", inflated, msg)
 		}
 		return recs[1]
 	}
