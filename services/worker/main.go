@@ -31,7 +31,11 @@ func run() error {
 	name := flag.String("name", defaultName, "worker name in logs, the NATS connection and metrics (service.instance.id)")
 	jsonLogs := flag.Bool("json-logs", false, "log JSON lines (overrides telemetry.log_format)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile to this file until exit")
+	memProfile := flag.String("memprofile", "", "write a profile of the allocations made until exit to this file")
 	flag.Parse()
+	if *memProfile != "" {
+		defer writeAllocs(*memProfile)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -93,4 +97,18 @@ func run() error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.Worker.DrainTimeout+30*time.Second)
 	defer cancel()
 	return n.Stop(stopCtx)
+}
+
+// writeAllocs writes the allocations profile to path; a failure only loses the profile.
+func writeAllocs(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "custos-worker: memprofile:", err)
+	}
 }

@@ -363,8 +363,8 @@ func (s *Stack) StartWorker(bin, name string) (*Worker, error) {
 		return nil, err
 	}
 	args := []string{"--config", s.Config, "--name", name}
-	if d := os.Getenv("CUSTOS_BENCH_PROFILE_DIR"); d != "" { // CPU profiles of bench workers
-		args = append(args, "--cpuprofile", filepath.Join(d, name+".prof"))
+	if d := os.Getenv("CUSTOS_BENCH_PROFILE_DIR"); d != "" { // CPU and allocation profiles of bench workers
+		args = append(args, "--cpuprofile", filepath.Join(d, name+".prof"), "--memprofile", filepath.Join(d, name+".allocs.prof"))
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), s.env...)
