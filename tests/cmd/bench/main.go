@@ -53,6 +53,7 @@ var (
 	only       = flag.String("only", "", "\"targets\", \"events\", \"bulk\" or \"peer\": only that part; \"sweep\": the event path under several worker settings (not in the full run)")
 	peer       = flag.Bool("peer", true, "run the peer section (restic and Custos on the same data set); -peer=false skips it")
 	records    = flag.Int("records", 20000, "records (~10 KiB of JSON each) in the peer section's data set")
+	peerRounds = flag.Int("peer-rounds", 3, "full backups each tool makes in the peer section, interleaved; their medians are reported")
 	resticBin  = flag.String("restic", "", "restic binary for the peer section (default: deploy/bench/install-restic.sh installs it)")
 	cliBin     = flag.String("cli-bin", "", "custos CLI binary, for restores (default: build from this checkout)")
 	taskConc   = flag.Int("task-concurrency", 0, "snapshot tasks the peer section's worker runs at once (0: the worker's default)")

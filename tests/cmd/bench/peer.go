@@ -102,37 +102,73 @@ func peerBench(ctx context.Context, workerBin, cliBin string, n int) error {
 	fmt.Printf("# peer: data set: %d JSON records of ~%d KiB, %d to a customer, %.1f MB\n", n, recordBytes>>10, recordsPer, float64(data.bytes)/1e6)
 	res := peerResults{data: data.bytes}
 
+	// Full backups: each tool's in turn, peerRounds times, every one into a new repository
+	// (stack); medians are reported. The last round's repositories serve the rest of the
+	// section. The VM this runs on varies by ±10 % from one minute to the next: one backup of
+	// each would measure the VM as much as the tools.
 	var rs *resticRepo
-	if restic != "" {
-		rs = &resticRepo{bin: restic, repo: filepath.Join(dir, "restic-repo"), cache: filepath.Join(dir, "restic-cache"), data: data.dir}
-		if _, err := rs.run("init"); err != nil {
-			return err
+	var ev *eventPath
+	defer func() {
+		if ev != nil {
+			ev.close()
 		}
-		syscall.Sync() // earlier sections' and the data set's writes are on disk before timing
-		if res.resticBackup, err = rs.run("backup", "--host", "bench", data.dir); err != nil {
-			return err
-		}
-	}
-
-	// Custos, event path: the stack stays up for the incremental and the restore.
-	ev, err := startEventPath(ctx, workerBin, cliBin, filepath.Join(dir, "custos-events"))
-	if err != nil {
-		return err
-	}
-	defer ev.close()
-	syscall.Sync()
-	if res.custosBackup, res.custosBroker, err = ev.publish(ctx, data, allRecords(n), 0); err != nil {
-		return fmt.Errorf("event path full backup: %w", err)
-	}
-
-	// Custos, snapshot path: rows of the same records in PostgreSQL, read by a full snapshot.
-	if err := snapshotPath(ctx, workerBin, cliBin, filepath.Join(dir, "custos-snapshot"), data, &res); err != nil {
+	}()
+	var snap *snapshotSource
+	if pg, err := startSnapshotSource(ctx, data); err != nil {
 		var skip *skipError
 		if !errors.As(err, &skip) {
 			return fmt.Errorf("snapshot path: %w", err)
 		}
 		fmt.Printf("# peer: snapshot path skipped: %v\n", skip.err)
+	} else {
+		snap = pg
+		defer snap.stop()
 	}
+	var resticRounds, eventRounds, snapRounds []cost
+	var brokerRounds []float64
+	rounds := max(1, *peerRounds)
+	for r := range rounds {
+		last := r == rounds-1
+		if restic != "" {
+			rs = &resticRepo{bin: restic, repo: filepath.Join(dir, fmt.Sprintf("restic-repo-%d", r)), cache: filepath.Join(dir, "restic-cache"), data: data.dir}
+			if _, err := rs.run("init"); err != nil {
+				return err
+			}
+			syscall.Sync() // earlier steps' and the data set's writes are on disk before timing
+			c, err := rs.run("backup", "--host", "bench", data.dir)
+			if err != nil {
+				return err
+			}
+			resticRounds = append(resticRounds, c)
+		}
+
+		// Custos, event path: the last stack stays up for the incremental and the restore.
+		if ev != nil {
+			ev.close()
+		}
+		if ev, err = startEventPath(ctx, workerBin, cliBin, filepath.Join(dir, fmt.Sprintf("custos-events-%d", r))); err != nil {
+			return err
+		}
+		syscall.Sync()
+		c, broker, err := ev.publish(ctx, data, allRecords(n), 0)
+		if err != nil {
+			return fmt.Errorf("event path full backup: %w", err)
+		}
+		eventRounds, brokerRounds = append(eventRounds, c), append(brokerRounds, broker)
+
+		// Custos, snapshot path: rows of the same records in PostgreSQL, read by a full snapshot.
+		if snap != nil {
+			c, err := snap.round(ctx, workerBin, cliBin, filepath.Join(dir, fmt.Sprintf("custos-snapshot-%d", r)), data, &res, last)
+			if err != nil {
+				return fmt.Errorf("snapshot path: %w", err)
+			}
+			snapRounds = append(snapRounds, c)
+		}
+	}
+	res.resticBackup, res.custosBackup, res.snapBackup = medianCost(resticRounds), medianCost(eventRounds), medianCost(snapRounds)
+	res.custosBroker = median(brokerRounds)
+	fmt.Printf("# peer: full backups, %d interleaved rounds (medians reported); wall s by round: restic %s; Custos events %s; Custos snapshot %s\n",
+		rounds, walls(resticRounds), walls(eventRounds), walls(snapRounds))
 
 	// 1 % of the records change.
 	if res.changedBytes, err = data.modify(); err != nil {
@@ -561,21 +597,37 @@ type skipError struct{ err error }
 
 func (s *skipError) Error() string { return s.err.Error() }
 
-// snapshotPath loads the records as rows, runs a full snapshot of them with one worker and
-// restores it.
-func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset, res *peerResults) error {
+// snapshotSource is PostgreSQL holding version 0 of every record of the data set, for the
+// snapshot path's rounds.
+type snapshotSource struct {
+	pg  *devstack.Postgres
+	dsn string
+}
+
+// startSnapshotSource starts PostgreSQL and loads the rows; a PostgreSQL that cannot start is a
+// skipError.
+func startSnapshotSource(ctx context.Context, d *dataset) (*snapshotSource, error) {
 	pg, err := devstack.StartPostgres()
 	if err != nil {
-		return &skipError{err}
+		return nil, &skipError{err}
 	}
-	defer pg.Stop()
 	dsn, err := pg.CreateDatabase(ctx)
+	if err == nil {
+		err = loadRows(ctx, dsn, d)
+	}
 	if err != nil {
-		return err
+		pg.Stop()
+		return nil, fmt.Errorf("load rows: %w", err)
 	}
-	if err := loadRows(ctx, dsn, d); err != nil {
-		return fmt.Errorf("load rows: %w", err)
-	}
+	return &snapshotSource{pg: pg, dsn: dsn}, nil
+}
+
+func (ss *snapshotSource) stop() { ss.pg.Stop() }
+
+// round takes one full snapshot of the rows into a new stack in dir and returns its cost (the
+// worker's CPU). The last round also restores it, checks the files and measures what is stored.
+func (ss *snapshotSource) round(ctx context.Context, workerBin, cliBin, dir string, d *dataset, res *peerResults, last bool) (cost, error) {
+	dsn := ss.dsn
 	o := prodLike
 	o.Targets = 1
 	o.TaskConcurrency = *taskConc
@@ -585,31 +637,31 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 	}}}}
 	s, err := newStackIn(dir, o)
 	if err != nil {
-		return err
+		return cost{}, err
 	}
 	defer s.Close()
 	// Open first: it creates the key file the worker loads, and the snapshot store.
 	parts, _, err := s.Open(ctx)
 	if err != nil {
-		return err
+		return cost{}, err
 	}
 	defer parts.Close()
 	w, err := s.StartWorker(workerBin, "peer-snapshot")
 	if err != nil {
-		return err
+		return cost{}, err
 	}
 	defer w.Stop(time.Minute)
 	if err := waitConsumer(ctx, s); err != nil {
-		return err
+		return cost{}, err
 	}
 	p, err := producer.New(s.JS, "urn:custos:bench", producerOpts()...)
 	if err != nil {
-		return err
+		return cost{}, err
 	}
 	syscall.Sync()
 	cpu0, err := procCPU(w.Cmd.Process.Pid)
 	if err != nil {
-		return err
+		return cost{}, err
 	}
 	eventID := "peer-snapshot-full"
 	busy0, busyOK := machineBusy()
@@ -617,54 +669,90 @@ func snapshotPath(ctx context.Context, workerBin, cliBin, dir string, d *dataset
 	if _, err := p.PublishScheduleTick(ctx, &custosv1.ScheduleTick{
 		Meta:     &custosv1.Meta{EventId: eventID, Time: timestamppb.Now(), Tenant: peerTenant, DataClass: peerClass},
 		Schedule: "daily", Method: string(source.Full)}); err != nil {
-		return err
+		return cost{}, err
 	}
 	id := snapshot.JobID(eventID)
 	var sn snapshot.Snapshot
 	for deadline := time.Now().Add(30 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("snapshot %s not committed within 30m", id)
+			return cost{}, fmt.Errorf("snapshot %s not committed within 30m", id)
 		}
 		if sn, err = parts.Snapshots.Get(ctx, id); err == nil {
 			break
 		}
 		if j, err := parts.Snapshots.Job(ctx, id); err == nil && j.Failed != "" {
-			return fmt.Errorf("snapshot job failed: %s", j.Failed)
+			return cost{}, fmt.Errorf("snapshot job failed: %s", j.Failed)
 		}
 	}
 	wall := time.Since(start).Seconds()
 	cpu1, err := procCPU(w.Cmd.Process.Pid)
 	if err != nil {
-		return err
+		return cost{}, err
 	}
-	res.snapBackup = cost{wall: wall, cpu: cpu1 - cpu0}
-	if busy1, ok := machineBusy(); ok && busyOK {
+	backup := cost{wall: wall, cpu: cpu1 - cpu0}
+	if busy1, ok := machineBusy(); ok && busyOK && last {
 		fmt.Printf("# peer: snapshot backup: the machine's CPUs were %.0f %% busy (worker, PostgreSQL, broker)\n", 100*(busy1-busy0)/wall/float64(runtime.NumCPU()))
 	}
 	if sn.Records != int64(d.n) {
-		return fmt.Errorf("snapshot holds %d records, want %d", sn.Records, d.n)
+		return cost{}, fmt.Errorf("snapshot holds %d records, want %d", sn.Records, d.n)
+	}
+	if !last {
+		return backup, nil
 	}
 	out := filepath.Join(dir, "restore")
 	env := []string{harness.PostgresDSNEnv + "=" + dsn}
 	syscall.Sync()
 	if res.snapRestore, err = runCLI(cliBin, s, env, "restore", "--all", "--snapshot", "latest", "--class", peerClass, "--out", out); err != nil {
-		return err
+		return cost{}, err
 	}
 	files, err := countFiles(out)
 	if err != nil {
-		return err
+		return cost{}, err
 	}
 	if files != d.n {
-		return fmt.Errorf("snapshot restore wrote %d files, want %d", files, d.n)
+		return cost{}, fmt.Errorf("snapshot restore wrote %d files, want %d", files, d.n)
 	}
 	if err := sameRecords(d, func(i int) string {
 		return restore.Path(out, peerTenant, customerOf(i), "records/"+recordName(i))
 	}); err != nil {
-		return fmt.Errorf("snapshot restore: %w", err)
+		return cost{}, fmt.Errorf("snapshot restore: %w", err)
 	}
 	// The output stays until the section ends (see noDeletes).
 	res.snapStored, err = dirSize(s.Targets[0])
-	return err
+	return backup, err
+}
+
+// medianCost is the median wall time and the median CPU of cs (zero for none).
+func medianCost(cs []cost) cost {
+	var walls, cpus []float64
+	for _, c := range cs {
+		walls, cpus = append(walls, c.wall), append(cpus, c.cpu)
+	}
+	return cost{wall: median(walls), cpu: median(cpus)}
+}
+
+// median is the middle value of xs, or the mean of the two middle ones (zero for none).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// walls lists the wall times of cs, or "-" for none.
+func walls(cs []cost) string {
+	if len(cs) == 0 {
+		return "-"
+	}
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = strconv.FormatFloat(c.wall, 'f', 2, 64)
+	}
+	return strings.Join(out, " ")
 }
 
 // loadRows copies version 0 of every record into a records table.
@@ -700,7 +788,11 @@ func loadRows(ctx context.Context, dsn string, d *dataset) error {
 	if int(n) != d.n {
 		return fmt.Errorf("copied %d rows, want %d", n, d.n)
 	}
-	_, err = conn.Exec(ctx, "ANALYZE records")
+	if _, err = conn.Exec(ctx, "ANALYZE records"); err != nil {
+		return err
+	}
+	// The load's pages are written out now, not by a checkpoint in the middle of a timed step.
+	_, err = conn.Exec(ctx, "CHECKPOINT")
 	return err
 }
 
