@@ -62,7 +62,7 @@ func TestKeptCopiesThatDisagreeAreRepairedFromOne(t *testing.T) {
 		return m
 	}
 
-	write(b.w, []target.Target{a}, 1)      // the first attempt reached a alone
+	write(b.w, []target.Target{a}, 1)       // the first attempt reached a alone
 	write(writer(), []target.Target{bb}, 1) // after a rotation, the second reached b alone
 	first, second := read(a), read(bb)
 	if bytes.Equal(first, second) {
