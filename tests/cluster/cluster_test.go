@@ -57,17 +57,20 @@ func startCluster(t *testing.T, dir string) []*server.Server {
 	return srvs
 }
 
-// serverOf returns the server holding the client connection named name.
+// serverOf returns the server holding the client connection named name, waiting up to 30 s
+// for it to connect.
 func serverOf(t *testing.T, srvs []*server.Server, name string) *server.Server {
 	t.Helper()
-	for _, s := range srvs {
-		cz, err := s.Connz(&server.ConnzOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cz.Conns {
-			if c.Name == name {
-				return s
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, s := range srvs {
+			cz, err := s.Connz(&server.ConnzOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range cz.Conns {
+				if c.Name == name {
+					return s
+				}
 			}
 		}
 	}
@@ -109,7 +112,15 @@ func consumerState(ctx context.Context, js jetstream.JetStream) string {
 		info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, leader)
 }
 
-func TestThreeReplicasSurviveANodeLoss(t *testing.T) {
+func TestThreeReplicasSurviveANodeLoss(t *testing.T) { nodeLoss(t, false) }
+
+// The node goes while the worker is still starting: it opens its buckets and watchers through
+// the outage (waiting while the cluster answers "unavailable") and then backs up everything.
+func TestThreeReplicasSurviveANodeLossDuringWorkerStart(t *testing.T) { nodeLoss(t, true) }
+
+// nodeLoss runs a worker on a three-node cluster and stops the server it is connected to:
+// once it has started and backed up a first batch, or (duringStart) as soon as it connects.
+func nodeLoss(t *testing.T, duringStart bool) {
 	dir := t.TempDir()
 	srvs := startCluster(t, filepath.Join(dir, "nats"))
 	var urls []string
@@ -244,19 +255,30 @@ worker:
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	publish(0, 20)
-	settled()
-	// The worker consumes events before it has started its other parts (tasks, erasures,
-	// audit); the node goes once it runs them all, which is the case this test is about.
-	started(t, logf.Name())
+	if duringStart {
+		gone := serverOf(t, srvs, "w1")
+		gone.Shutdown()
+		b, _ := os.ReadFile(logf.Name())
+		t.Logf("server stopped %s the worker had started", map[bool]string{true: "after", false: "before"}[strings.Contains(string(b), `"msg":"worker started"`)])
+		gone.WaitForShutdown()
+		publish(0, 40)
+		settled()
+		started(t, logf.Name())
+	} else {
+		publish(0, 20)
+		settled()
+		// The worker consumes events before it has started its other parts (tasks, erasures,
+		// audit); the node goes once it runs them all.
+		started(t, logf.Name())
 
-	// The server the worker is connected to goes, so the worker reconnects and its pull
-	// requests move; the other two still hold a majority of every stream.
-	gone := serverOf(t, srvs, "w1")
-	gone.Shutdown()
-	gone.WaitForShutdown()
-	publish(20, 40)
-	settled()
+		// The server the worker is connected to goes, so the worker reconnects and its pull
+		// requests move; the other two still hold a majority of every stream.
+		gone := serverOf(t, srvs, "w1")
+		gone.Shutdown()
+		gone.WaitForShutdown()
+		publish(20, 40)
+		settled()
+	}
 
 	out := filepath.Join(dir, "restored")
 	run("restore", "--all", "--out", out)
