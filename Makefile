@@ -71,7 +71,8 @@ test: generate-check lint emulators vulncheck k8s-check ## Check generated code 
 	$(GOTEST) -race -count=1 -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 # BENCH_FLAGS passes flags to tests/cmd/bench: "-only peer" runs only the restic comparison,
-# "-peer=false" skips it, "-records 100000" sizes its data set (docs/performance.md).
+# "-peer=false" skips it, "-records 100000" sizes its data set, "-peer-rounds 5" makes five full
+# backups of each kind instead of three (docs/performance.md).
 BENCH_FLAGS ?=
 .PHONY: bench
 bench: build emulators ## BENCH lines against same-run baselines and restic (installed by the bench); BENCH_FLAGS="-only peer" or "-peer=false"
