@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -154,8 +155,9 @@ func Owned(stream string) bool {
 }
 
 // SetReplicas updates every Custos stream (Owned) to n replicas and returns the names of those
-// it changed, in the server's order. A cluster moves the data to the new peers itself; a single
-// server refuses n > 1. It needs an admin credential.
+// it changed, in the server's order. A cluster moves the data to the new peers itself, after
+// the update returns: WaitReplicas waits for it. A single server refuses n > 1. It needs an
+// admin credential.
 func SetReplicas(ctx context.Context, js jetstream.JetStream, n int) ([]string, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("broker: replicas %d: want 1 or more (3 in a cluster)", n)
@@ -184,4 +186,68 @@ func SetReplicas(ctx context.Context, js jetstream.JetStream, n int) ([]string, 
 		return changed, fmt.Errorf("broker: list streams: %w", err)
 	}
 	return changed, nil
+}
+
+// WaitReplicas waits until every Custos stream has a leader and at least n-1 current followers
+// online: until then a stream just scaled up by SetReplicas may be held by its first server
+// alone, and losing that server leaves the stream without a leader. progress, when not nil, is
+// called with the streams still short after each check that finds some. When ctx ends first,
+// the error names them and wraps ctx's error.
+func WaitReplicas(ctx context.Context, js jetstream.JetStream, n int, progress func(short []string)) error {
+	const poll = 250 * time.Millisecond
+	for {
+		short, err := shortOfReplicas(ctx, js, n)
+		if err == nil && len(short) == 0 {
+			return nil
+		}
+		if err == nil && progress != nil {
+			progress(short)
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("broker: waiting for %d replicas: %w (%w)", n, ctx.Err(), err)
+			}
+			return fmt.Errorf("broker: %d streams without %d current replicas (%s): %w", len(short), n, strings.Join(short, ", "), ctx.Err())
+		case <-time.After(poll):
+		}
+	}
+}
+
+// shortOfReplicas lists the Custos streams without a leader and n-1 current followers.
+func shortOfReplicas(ctx context.Context, js jetstream.JetStream, n int) ([]string, error) {
+	var short []string
+	names := js.StreamNames(ctx)
+	for name := range names.Name() {
+		if !Owned(name) {
+			continue
+		}
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			short = append(short, name) // no leader answers for it yet
+			continue
+		}
+		if !replicated(s.CachedInfo(), n) {
+			short = append(short, name)
+		}
+	}
+	return short, names.Err()
+}
+
+// replicated reports whether a stream has a leader and n-1 current followers online. A single
+// server (no cluster information) holds one copy.
+func replicated(info *jetstream.StreamInfo, n int) bool {
+	if info.Cluster == nil || len(info.Cluster.Replicas) == 0 && info.Cluster.Leader == "" {
+		return n <= 1
+	}
+	if info.Cluster.Leader == "" {
+		return false
+	}
+	current := 0
+	for _, p := range info.Cluster.Replicas {
+		if p != nil && p.Current && !p.Offline {
+			current++
+		}
+	}
+	return current >= n-1
 }

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -334,5 +335,31 @@ func TestSetReplicas(t *testing.T) {
 	s, err := b.admin.Stream(ctx(t), "OTHER")
 	if err != nil || s.CachedInfo().Config.Replicas > 1 {
 		t.Errorf("a stream that is not Custos's was changed: %v", err)
+	}
+}
+
+// On one server every Custos stream is one current copy: waiting for one returns at once;
+// waiting for three ends with the caller's deadline, naming the Custos streams short of them
+// (and no other), after reporting them as progress.
+func TestWaitReplicas(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, name := range []string{"CUSTOS_X", "OTHER"} {
+		if _, err := broker.Ensure(ctx(t), b.admin, jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := broker.WaitReplicas(ctx(t), b.admin, 1, nil); err != nil {
+		t.Fatalf("WaitReplicas(1) on one server: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx(t), 600*time.Millisecond)
+	defer cancel()
+	var reported [][]string
+	err := broker.WaitReplicas(wctx, b.admin, 3, func(short []string) { reported = append(reported, short) })
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "CUSTOS_X") || strings.Contains(err.Error(), "OTHER") {
+		t.Fatalf("WaitReplicas(3) on one server = %v; want the deadline, naming CUSTOS_X only", err)
+	}
+	if len(reported) < 2 || !slices.Equal(reported[0], []string{"CUSTOS_X"}) {
+		t.Fatalf("progress reported %v; want CUSTOS_X at every check, at least twice", reported)
 	}
 }

@@ -181,7 +181,11 @@ worker:
 		}
 		return string(out)
 	}
-	run("setup", "--replicas", "3")
+	if out := run("setup", "--replicas", "3"); !strings.Contains(out, "every stream has 3 current replicas") {
+		t.Fatalf("setup did not wait for the copies:\n%s", out)
+	}
+	// Setup returns once the cluster has copied every stream: each has a leader and two
+	// current followers, so the server stopped below may be any of them.
 	n := 0
 	for name := range js.StreamNames(ctx).Name() {
 		if !broker.Owned(name) {
@@ -192,8 +196,23 @@ worker:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := s.CachedInfo().Config.Replicas; r != 3 {
+		info := s.CachedInfo()
+		if r := info.Config.Replicas; r != 3 {
 			t.Errorf("stream %s has %d replicas after setup --replicas 3", name, r)
+		}
+		if info.Cluster == nil {
+			t.Errorf("stream %s after setup: no cluster information", name)
+			continue
+		}
+		current, followers := 0, []string{}
+		for _, p := range info.Cluster.Replicas {
+			followers = append(followers, fmt.Sprintf("%s current=%t offline=%t", p.Name, p.Current, p.Offline))
+			if p.Current && !p.Offline {
+				current++
+			}
+		}
+		if info.Cluster.Leader == "" || current != 2 {
+			t.Errorf("stream %s after setup: leader %q, followers %v; want a leader and 2 current followers", name, info.Cluster.Leader, followers)
 		}
 	}
 	if n < 10 {
