@@ -163,29 +163,41 @@ func SetReplicas(ctx context.Context, js jetstream.JetStream, n int) ([]string, 
 		return nil, fmt.Errorf("broker: replicas %d: want 1 or more (3 in a cluster)", n)
 	}
 	var changed []string
+	err := ownedStreams(ctx, js, func(name string, s jetstream.Stream, err error) error {
+		if err != nil {
+			return fmt.Errorf("broker: stream %s: %w", name, err)
+		}
+		cfg := s.CachedInfo().Config
+		if cfg.Replicas == n {
+			return nil
+		}
+		cfg.Replicas = n
+		if _, err := Apply(ctx, js, cfg); err != nil {
+			return fmt.Errorf("broker: %d replicas of %s: %w", n, name, err)
+		}
+		changed = append(changed, name)
+		return nil
+	})
+	return changed, err
+}
+
+// ownedStreams calls fn with each Custos stream (Owned), in the server's order, and what
+// looking it up gave, until fn returns an error, which it returns.
+func ownedStreams(ctx context.Context, js jetstream.JetStream, fn func(name string, s jetstream.Stream, err error) error) error {
 	names := js.StreamNames(ctx)
 	for name := range names.Name() {
 		if !Owned(name) {
 			continue
 		}
 		s, err := js.Stream(ctx, name)
-		if err != nil {
-			return changed, fmt.Errorf("broker: stream %s: %w", name, err)
+		if err := fn(name, s, err); err != nil {
+			return err
 		}
-		cfg := s.CachedInfo().Config
-		if cfg.Replicas == n {
-			continue
-		}
-		cfg.Replicas = n
-		if _, err := Apply(ctx, js, cfg); err != nil {
-			return changed, fmt.Errorf("broker: %d replicas of %s: %w", n, name, err)
-		}
-		changed = append(changed, name)
 	}
 	if err := names.Err(); err != nil {
-		return changed, fmt.Errorf("broker: list streams: %w", err)
+		return fmt.Errorf("broker: list streams: %w", err)
 	}
-	return changed, nil
+	return nil
 }
 
 // WaitReplicas waits until every Custos stream has a leader and at least n-1 current followers
@@ -217,21 +229,13 @@ func WaitReplicas(ctx context.Context, js jetstream.JetStream, n int, progress f
 // shortOfReplicas lists the Custos streams without a leader and n-1 current followers.
 func shortOfReplicas(ctx context.Context, js jetstream.JetStream, n int) ([]string, error) {
 	var short []string
-	names := js.StreamNames(ctx)
-	for name := range names.Name() {
-		if !Owned(name) {
-			continue
+	err := ownedStreams(ctx, js, func(name string, s jetstream.Stream, err error) error {
+		if err != nil || !replicated(s.CachedInfo(), n) {
+			short = append(short, name) // an error: no leader answers for it yet
 		}
-		s, err := js.Stream(ctx, name)
-		if err != nil {
-			short = append(short, name) // no leader answers for it yet
-			continue
-		}
-		if !replicated(s.CachedInfo(), n) {
-			short = append(short, name)
-		}
-	}
-	return short, names.Err()
+		return nil
+	})
+	return short, err
 }
 
 // replicated reports whether a stream has a leader and n-1 current followers online. A single

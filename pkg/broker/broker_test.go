@@ -303,17 +303,23 @@ func TestDeniedInbox(t *testing.T) {
 	}
 }
 
+// streams creates a stream for each name, on subjects "<lowercase name>.>".
+func (b *testBundle) streams(t *testing.T, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := broker.Ensure(ctx(t), b.admin, jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // SetReplicas touches only Custos streams; on a single server it leaves R1 as it is and refuses
 // more copies than there are servers, naming the stream; 0 replicas is refused outright. (The
 // three-node case runs in tests/cluster.)
 func TestSetReplicas(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	for _, name := range []string{"CUSTOS_X", "OTHER"} {
-		if _, err := broker.Ensure(ctx(t), b.admin, jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b.streams(t, "CUSTOS_X", "OTHER")
 	if _, err := broker.EnsureKV(ctx(t), b.admin, jetstream.KeyValueConfig{Bucket: "CUSTOS_KV"}); err != nil {
 		t.Fatal(err)
 	}
@@ -344,11 +350,7 @@ func TestSetReplicas(t *testing.T) {
 func TestWaitReplicas(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	for _, name := range []string{"CUSTOS_X", "OTHER"} {
-		if _, err := broker.Ensure(ctx(t), b.admin, jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b.streams(t, "CUSTOS_X", "OTHER")
 	if err := broker.WaitReplicas(ctx(t), b.admin, 1, nil); err != nil {
 		t.Fatalf("WaitReplicas(1) on one server: %v", err)
 	}
