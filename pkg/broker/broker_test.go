@@ -364,4 +364,14 @@ func TestWaitReplicas(t *testing.T) {
 	if len(reported) < 2 || !slices.Equal(reported[0], []string{"CUSTOS_X"}) {
 		t.Fatalf("progress reported %v; want CUSTOS_X at every check, at least twice", reported)
 	}
+
+	// A credential that may not list streams never passes for done: the wait ends with the
+	// deadline and the listing's error, and reports no progress it cannot know.
+	rctx, rcancel := context.WithTimeout(ctx(t), 600*time.Millisecond)
+	defer rcancel()
+	reported = nil
+	err = broker.WaitReplicas(rctx, b.reader, 1, func(short []string) { reported = append(reported, short) })
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "list streams") || len(reported) != 0 {
+		t.Fatalf("WaitReplicas without the right to list streams = %v (progress %v); want the deadline and the listing error", err, reported)
+	}
 }
