@@ -23,8 +23,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/custos-dev/custos/pkg/broker"
+	"github.com/custos-dev/custos/pkg/internal/pattern"
 	"math/rand/v2"
-	"regexp"
 	"sync"
 	"time"
 
@@ -97,13 +97,13 @@ var (
 
 var (
 	// pseudonymRE matches a customer pseudonym: "p" and 32 lowercase hex digits.
-	pseudonymRE = regexp.MustCompile(`^p[0-9a-f]{32}$`)
+	pseudonymRE = pattern.Lazy(`^p[0-9a-f]{32}$`)
 	// idRE matches a pack id or a snapshot job id.
-	idRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	idRE = pattern.Lazy(`^[0-9a-f]{32}$`)
 	// policyRE matches a policy digest.
-	policyRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	policyRE = pattern.Lazy(`^sha256:[0-9a-f]{64}$`)
 	// nameRE matches target names, KEK ids and certificate ids.
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+	nameRE = pattern.Lazy(`^[A-Za-z0-9._:-]{1,128}$`)
 )
 
 // Entry is one audit record, stored as JSON. V, Index and Prev are set by Append; the values a
@@ -195,7 +195,7 @@ func (e *Entry) Validate() error {
 	case KindDrill:
 		err = need(e.Class != "" && len(e.Targets) > 0 && e.Figures != nil, "class, targets and figures are required")
 	case KindPolicyChange:
-		err = need(policyRE.MatchString(e.Policy), "policy must be a sha256: digest")
+		err = need(policyRE().MatchString(e.Policy), "policy must be a sha256: digest")
 	case KindRestore, KindKeyRotation:
 	default:
 		return fmt.Errorf("%w: kind %q", ErrInvalidEntry, e.Kind)
@@ -206,27 +206,27 @@ func (e *Entry) Validate() error {
 	switch {
 	case e.Outcome == "" || e.Time.IsZero():
 		return fmt.Errorf("%w: time and outcome are required", ErrInvalidEntry)
-	case e.Customer != "" && !pseudonymRE.MatchString(e.Customer):
+	case e.Customer != "" && !pseudonymRE().MatchString(e.Customer):
 		// The text does not repeat the value: it may be a raw customer id passed by mistake.
 		return fmt.Errorf("%w: customer is not a pseudonym", ErrInvalidEntry)
-	case e.Snapshot != "" && !idRE.MatchString(e.Snapshot):
+	case e.Snapshot != "" && !idRE().MatchString(e.Snapshot):
 		return fmt.Errorf("%w: snapshot is not a job id", ErrInvalidEntry)
-	case e.Certificate != "" && !nameRE.MatchString(e.Certificate),
-		e.Key != "" && !nameRE.MatchString(e.Key):
-		return fmt.Errorf("%w: certificate and key must match %s", ErrInvalidEntry, nameRE)
+	case e.Certificate != "" && !nameRE().MatchString(e.Certificate),
+		e.Key != "" && !nameRE().MatchString(e.Key):
+		return fmt.Errorf("%w: certificate and key must match %s", ErrInvalidEntry, nameRE())
 	case e.Count < 0 || e.Bytes < 0:
 		return fmt.Errorf("%w: count and bytes must not be negative", ErrInvalidEntry)
-	case e.Policy != "" && !policyRE.MatchString(e.Policy):
+	case e.Policy != "" && !policyRE().MatchString(e.Policy):
 		return fmt.Errorf("%w: policy must be a sha256: digest", ErrInvalidEntry)
 	}
 	for _, p := range e.Packs {
-		if !idRE.MatchString(p) {
+		if !idRE().MatchString(p) {
 			return fmt.Errorf("%w: packs must be pack ids", ErrInvalidEntry)
 		}
 	}
 	for _, t := range e.Targets {
-		if !nameRE.MatchString(t) {
-			return fmt.Errorf("%w: targets must match %s", ErrInvalidEntry, nameRE)
+		if !nameRE().MatchString(t) {
+			return fmt.Errorf("%w: targets must match %s", ErrInvalidEntry, nameRE())
 		}
 	}
 	return nil
@@ -494,7 +494,7 @@ func List(ctx context.Context, js jetstream.JetStream, limit int) ([]Entry, erro
 // ([A-Za-z0-9._:-]{1,128}): every other character becomes "_", and the result is cut to 128
 // characters ("_" for an empty s). Target names such as "s3:bucket/prefix" are recorded so.
 func Name(s string) string {
-	if nameRE.MatchString(s) {
+	if nameRE().MatchString(s) {
 		return s
 	}
 	b := []byte(s)

@@ -27,7 +27,7 @@ const OutcomeLoaded = "loaded"
 // the stream's message-id de-duplication (Append) stores one of them. A later change back to an
 // earlier policy follows another newest entry and is recorded again.
 func (l *Log) RecordPolicy(ctx context.Context, digest, name string, now time.Time) (bool, error) {
-	if !policyRE.MatchString(digest) {
+	if !policyRE().MatchString(digest) {
 		return false, fmt.Errorf("%w: policy must be a sha256: digest", ErrInvalidEntry)
 	}
 	prev, err := l.newestPolicy(ctx)

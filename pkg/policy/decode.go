@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/custos-dev/custos/pkg/internal/pattern"
 )
 
 // Parse parses and checks a policy. file names the source in errors ("policy.yaml"). On any
@@ -91,7 +92,7 @@ func (d *decoder) warn(n *yaml.Node, rule, format string, args ...any) {
 	d.warns = append(d.warns, &Error{File: d.file, Line: n.Line, Column: n.Column, Rule: rule, Msg: fmt.Sprintf(format, args...)})
 }
 
-var yamlLine = regexp.MustCompile(`line (\d+)`)
+var yamlLine = pattern.Lazy(`line (\d+)`)
 
 // parserProblems are the YAML parser's (not scanner's) messages. The YAML library reports their
 // line 0-based, unlike every other position it gives.
@@ -107,7 +108,7 @@ var parserProblems = []string{
 func (d *decoder) syntax(err error) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 0
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+	if m := yamlLine().FindStringSubmatch(msg); m != nil {
 		line, _ = strconv.Atoi(m[1])
 		msg = strings.TrimPrefix(strings.TrimPrefix(msg, m[0]), ": ")
 		if slices.Contains(parserProblems, msg) {
@@ -324,14 +325,14 @@ func (d *decoder) names(m mapping, key string, required bool) ([]string, []*yaml
 }
 
 var (
-	namePattern   = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
-	tenantPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
+	namePattern   = pattern.Lazy(`^[a-z][a-z0-9_-]{0,31}$`)
+	tenantPattern = pattern.Lazy(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
 )
 
 // checkName reports a malformed name. Names end up in event ids and NATS KV keys
 // (tick.<tenant>.<class>.<schedule>.<unix>), hence the short, dot-free alphabet.
 func (d *decoder) checkName(n *yaml.Node, what, name string) bool {
-	if namePattern.MatchString(name) {
+	if namePattern().MatchString(name) {
 		return true
 	}
 	d.fail(n, RuleName, "%s name %q must be 1 to 32 lowercase letters, digits, '_' or '-', starting with a letter", what, name)
@@ -381,7 +382,7 @@ func (d *decoder) policy(root *yaml.Node) *Policy {
 		p.Version = v
 	}
 	if s, n := d.str(m, "tenant", true); n != nil && s != "" {
-		if !tenantPattern.MatchString(s) {
+		if !tenantPattern().MatchString(s) {
 			d.fail(n, RuleName, "tenant %q must be 1 to 32 letters, digits, '_' or '-'", s)
 		}
 		p.Tenant = s
@@ -822,7 +823,7 @@ func LongestGap(c *Class, from, to time.Time, limit time.Duration) (start, end t
 	return time.Time{}, time.Time{}, longest
 }
 
-var timeOfDay = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
+var timeOfDay = pattern.Lazy(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
 
 func (d *decoder) deadlines(root mapping, p *Policy) []*Deadline {
 	items, _ := d.list(root, "deadlines", false)
@@ -855,7 +856,7 @@ func (d *decoder) deadlines(root mapping, p *Policy) []*Deadline {
 			d.fail(kn, RuleDeadline, "%skind %q is not end_of_month, end_of_fiscal_year or date", where, kind)
 		}
 		if s, n := d.str(m, "time", false); n != nil {
-			sm := timeOfDay.FindStringSubmatch(s)
+			sm := timeOfDay().FindStringSubmatch(s)
 			switch {
 			case dl.Kind == DeadlineDate:
 				d.fail(n, RuleDeadline, "%stime is for end_of_month and end_of_fiscal_year; a date deadline carries its time in date", where)

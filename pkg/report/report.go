@@ -17,10 +17,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/custos-dev/custos/pkg/audit"
+	"github.com/custos-dev/custos/pkg/internal/pattern"
 	"github.com/custos-dev/custos/pkg/policy"
 )
 
@@ -43,7 +43,7 @@ var (
 	ErrUnverified = errors.New("report: the audit log does not verify against the checkpoint")
 )
 
-var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+var digestRE = pattern.Lazy(`^sha256:[0-9a-f]{64}$`)
 
 // Input is what a report is computed from.
 type Input struct {
@@ -335,7 +335,7 @@ func Build(in Input) (*Report, error) {
 	switch {
 	case in.Policy == nil:
 		return nil, fmt.Errorf("%w: no policy", ErrInput)
-	case !digestRE.MatchString(in.PolicyDigest):
+	case !digestRE().MatchString(in.PolicyDigest):
 		return nil, fmt.Errorf("%w: policy digest %q is not sha256: and 64 hex digits", ErrInput, in.PolicyDigest)
 	case in.From.IsZero() || !in.From.Before(in.To):
 		return nil, fmt.Errorf("%w: the period must end after it starts", ErrInput)

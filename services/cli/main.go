@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/custos-dev/custos/services/cli/internal/initgc"
 )
 
 // exitError carries an exit code without printing usage.
@@ -23,6 +25,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func main() {
+	initgc.Restore()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	root := &cobra.Command{
 		Use:           "custos",

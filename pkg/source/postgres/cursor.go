@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"regexp"
 
+	"github.com/custos-dev/custos/pkg/internal/pattern"
 	"github.com/custos-dev/custos/pkg/source"
 )
 
@@ -99,7 +99,7 @@ type shared struct {
 
 // snapshotIDRE matches what pg_export_snapshot returns; anything else is refused before it gets
 // near SET TRANSACTION SNAPSHOT, which takes a literal, not a parameter.
-var snapshotIDRE = regexp.MustCompile(`^[0-9A-F]{1,16}-[0-9A-F]{1,16}-[0-9]{1,10}$`)
+var snapshotIDRE = pattern.Lazy(`^[0-9A-F]{1,16}-[0-9A-F]{1,16}-[0-9]{1,10}$`)
 
 func (s shared) token() string {
 	b, _ := json.Marshal(s)
@@ -112,7 +112,7 @@ func decodeShared(tok string) (shared, error) {
 	if err == nil {
 		err = json.Unmarshal(b, &s)
 	}
-	if err != nil || !snapshotIDRE.MatchString(s.Snapshot) || len(s.Cursor) == 0 {
+	if err != nil || !snapshotIDRE().MatchString(s.Snapshot) || len(s.Cursor) == 0 {
 		return s, fmt.Errorf("%w: malformed shared snapshot token", source.ErrInvalidRequest)
 	}
 	return s, nil

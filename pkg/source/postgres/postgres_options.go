@@ -3,10 +3,10 @@ package postgres
 import (
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
 
+	"github.com/custos-dev/custos/pkg/internal/pattern"
 	"github.com/custos-dev/custos/pkg/source"
 )
 
@@ -94,7 +94,7 @@ type Table struct {
 	DeletedColumn string
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+var nameRE = pattern.Lazy(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
 func (c *Config) withDefaults() Config {
 	out := *c
@@ -139,8 +139,8 @@ func (c Class) validate() error {
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Tables {
-		if !nameRE.MatchString(t.Name) {
-			return fmt.Errorf("table %d: name %q must match %s", i, t.Name, nameRE)
+		if !nameRE().MatchString(t.Name) {
+			return fmt.Errorf("table %d: name %q must match %s", i, t.Name, nameRE())
 		}
 		if seen[t.Name] {
 			return fmt.Errorf("table name %q used twice", t.Name)
