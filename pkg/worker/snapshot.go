@@ -290,7 +290,7 @@ type taskRun struct {
 	items []pack.Item
 	refs  []snapshot.Entry // entries of items, filled in when their pack is written
 	bytes int
-	cache map[string]map[string]snapshot.Known // dedup shard → ref → known
+	cache map[string]map[string]snapshot.Known // customer's dedup key (snapshot.Shard) → ref → known
 	dirty map[string]bool
 	// evictions counts how often cache was written back and emptied; a prefetch begun before
 	// one is not merged (its shards may be older than what was written).
@@ -531,7 +531,7 @@ type prefetch struct {
 // startPrefetch fetches, in the background, the data keys of batch's customers that r.deks
 // lacks (in one pipelined batch, keys.DataKeys; a destroyed customer maps to nil, as prepare
 // expects) and then the dedup-cache shards of its records that r.cache lacks, shardsInFlight at
-// a time (a customer's records spread over up to 16 shards). What to fetch is decided here on
+// a time (one per customer, see snapshot.Shard). What to fetch is decided here on
 // the task's goroutine; the fetching goroutine touches nothing of r's, and merge adds what it
 // got.
 func (r *taskRun) startPrefetch(ctx context.Context, batch readBatch) *prefetch {
@@ -554,7 +554,7 @@ func (r *taskRun) startPrefetch(ctx context.Context, batch readBatch) *prefetch 
 		if deps.Records == nil || ref == "" || rec.Deleted || (known && dek == nil) {
 			continue // no cache, malformed, a tombstone (listed without the cache) or erased
 		}
-		shard := snapshot.Shard(r.job.Class, pseudo, ref)
+		shard := snapshot.Shard(r.job.Class, pseudo)
 		if _, ok := r.cache[shard]; !ok {
 			shards = append(shards, shardOf{pseudo, shard})
 		}
@@ -713,7 +713,7 @@ func (r *taskRun) prepare(ctx context.Context, rec source.Record, ids recordIDs)
 	if digest == "" { // a streamed record: its bytes were read just now
 		digest = contentDigest(w.deps.Pseudonyms, pseudo, data)
 	}
-	shard := snapshot.Shard(j.Class, pseudo, ref)
+	shard := snapshot.Shard(j.Class, pseudo)
 	known, err := r.shard(ctx, shard)
 	if err != nil {
 		return nil, err
@@ -785,7 +785,7 @@ func (r *taskRun) evict(ctx context.Context) error {
 	return nil
 }
 
-// maxCachedShards bounds the dedup-cache shards a task holds in memory.
+// maxCachedShards bounds the customers whose dedup-cache entries a task holds in memory.
 const maxCachedShards = 4096
 
 func (r *taskRun) maxShards() int {
@@ -879,7 +879,7 @@ func (r *taskRun) settle(ctx context.Context) error {
 	for _, e := range p.refs {
 		e.Pack, e.Item = built.Manifest.Pack, byID[e.Item.ID]
 		r.man.Entries = append(r.man.Entries, e)
-		shard := snapshot.Shard(j.Class, e.Customer, e.Ref)
+		shard := snapshot.Shard(j.Class, e.Customer)
 		if m, err := r.shard(ctx, shard); err == nil {
 			m[e.Ref] = snapshot.Known{Digest: e.Digest, Pack: e.Pack, Item: e.Item, Job: j.ID}
 			r.dirty[shard] = true
