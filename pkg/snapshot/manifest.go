@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/custos-dev/custos/pkg/crypto"
+	"github.com/custos-dev/custos/pkg/internal/jsonappend"
 	"github.com/custos-dev/custos/pkg/pack"
 )
 
@@ -74,7 +75,7 @@ func Seal(catalogKey []byte, m Manifest) ([]byte, error) {
 		}
 		return a.Ref < b.Ref
 	})
-	js, err := json.Marshal(m)
+	js, err := marshalManifest(&m)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: encode manifest: %w", err)
 	}
@@ -141,3 +142,60 @@ func Resolve(chain [][]Manifest) []Entry {
 	})
 	return out
 }
+
+// marshalManifest is json.Marshal(m), written by hand (internal/jsonappend): a task of 20,000
+// records spent 5 % of its CPU encoding its manifest by reflection.
+func marshalManifest(m *Manifest) ([]byte, error) {
+	a := jsonappend.New(128 + len(m.Entries)*manifestEntrySize)
+	a.Raw(`{"v":`)
+	a.Int(int64(m.V))
+	a.Raw(`,"snapshot":`)
+	a.Str(m.Snapshot)
+	a.Raw(`,"class":`)
+	a.Str(m.Class)
+	a.Raw(`,"task":`)
+	a.Int(int64(m.Task))
+	a.Raw(`,"method":`)
+	a.Str(m.Method)
+	a.Raw(`,"entries":`)
+	if m.Entries == nil {
+		a.Raw("null")
+	} else {
+		a.Raw("[")
+		for i := range m.Entries {
+			e := &m.Entries[i]
+			if i > 0 {
+				a.Raw(",")
+			}
+			a.Raw(`{"customer":`)
+			a.Str(e.Customer)
+			a.Raw(`,"ref":`)
+			a.Str(e.Ref)
+			if e.Digest != "" { // omitempty
+				a.Raw(`,"digest":`)
+				a.Str(e.Digest)
+			}
+			if e.Deleted { // omitempty
+				a.Raw(`,"deleted":true`)
+			}
+			if e.Pack != "" { // omitempty
+				a.Raw(`,"pack":`)
+				a.Str(e.Pack)
+			}
+			if e.Item != (pack.Entry{}) { // omitzero
+				a.Raw(`,"item":`)
+				pack.AppendEntry(a, &e.Item)
+			}
+			a.Raw("}")
+		}
+		a.Raw("]")
+	}
+	a.Raw("}")
+	if !a.OK {
+		return json.Marshal(m)
+	}
+	return a.B, nil
+}
+
+// manifestEntrySize is a generous guess of one manifest entry's encoded size.
+const manifestEntrySize = 512

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/custos-dev/custos/pkg/broker"
+	"github.com/custos-dev/custos/pkg/internal/jsonappend"
 	"github.com/custos-dev/custos/pkg/pack"
 )
 
@@ -129,7 +131,7 @@ func decodeKnown(b []byte) map[string]Known {
 // short leaves the previous value; either costs uploads, never correctness, because an entry is
 // trusted only when its digest and pack check out.
 func (r *Records) Store(ctx context.Context, shard string, m map[string]Known) error {
-	b, err := json.Marshal(m)
+	b, err := marshalKnown(m)
 	if err != nil {
 		return err
 	}
@@ -150,7 +152,7 @@ func (r *Records) Store(ctx context.Context, shard string, m map[string]Known) e
 		if part == nil {
 			part = map[string]Known{}
 		}
-		b, err := json.Marshal(part)
+		b, err := marshalKnown(part)
 		if err != nil {
 			return err
 		}
@@ -188,3 +190,39 @@ func (r *Records) Forget(ctx context.Context, customer string) error {
 	}
 	return nil
 }
+
+// marshalKnown is json.Marshal(m), written by hand (internal/jsonappend): keys sorted, as
+// encoding/json sorts them.
+func marshalKnown(m map[string]Known) ([]byte, error) {
+	if m == nil {
+		return []byte("null"), nil
+	}
+	a := jsonappend.New(2 + len(m)*knownSize)
+	a.Raw("{")
+	for i, ref := range slices.Sorted(maps.Keys(m)) {
+		k := m[ref]
+		if i > 0 {
+			a.Raw(",")
+		}
+		a.Str(ref)
+		a.Raw(`:{"d":`)
+		a.Str(k.Digest)
+		a.Raw(`,"p":`)
+		a.Str(k.Pack)
+		a.Raw(`,"i":`)
+		pack.AppendEntry(a, &k.Item)
+		if k.Job != "" { // omitempty
+			a.Raw(`,"j":`)
+			a.Str(k.Job)
+		}
+		a.Raw("}")
+	}
+	a.Raw("}")
+	if !a.OK {
+		return json.Marshal(m)
+	}
+	return a.B, nil
+}
+
+// knownSize is a generous guess of one cache entry's encoded size.
+const knownSize = 384
