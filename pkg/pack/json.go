@@ -89,10 +89,7 @@ func marshalManifest(m *Manifest) ([]byte, error) {
 		a.Raw("}")
 	}
 	a.Raw("}")
-	if !a.OK {
-		return json.Marshal(m)
-	}
-	return a.B, nil
+	return a.Bytes(m)
 }
 
 // MarshalEntriesRecord is json.Marshal of struct{Pack, Class string; Items []Entry} with the
@@ -139,8 +136,5 @@ func marshalItemMeta(meta *ItemMeta) ([]byte, error) {
 	a.Raw(`,"size":`)
 	a.Int(meta.Size)
 	a.Raw("}")
-	if !a.OK {
-		return json.Marshal(meta)
-	}
-	return a.B, nil
+	return a.Bytes(meta)
 }

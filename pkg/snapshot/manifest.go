@@ -191,10 +191,7 @@ func marshalManifest(m *Manifest) ([]byte, error) {
 		a.Raw("]")
 	}
 	a.Raw("}")
-	if !a.OK {
-		return json.Marshal(m)
-	}
-	return a.B, nil
+	return a.Bytes(m)
 }
 
 // manifestEntrySize is a generous guess of one manifest entry's encoded size.

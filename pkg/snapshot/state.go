@@ -218,10 +218,7 @@ func marshalKnown(m map[string]Known) ([]byte, error) {
 		a.Raw("}")
 	}
 	a.Raw("}")
-	if !a.OK {
-		return json.Marshal(m)
-	}
-	return a.B, nil
+	return a.Bytes(m)
 }
 
 // knownSize is a generous guess of one cache entry's encoded size.

@@ -9,6 +9,7 @@
 package jsonappend
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 )
@@ -22,6 +23,15 @@ type Buf struct {
 
 // New returns an empty Buf with room for size bytes.
 func New(size int) *Buf { return &Buf{B: make([]byte, 0, size), OK: true} }
+
+// Bytes returns what was appended, or, when a value was not plain (OK is false), v encoded by
+// encoding/json: v is the value the caller was appending.
+func (a *Buf) Bytes(v any) ([]byte, error) {
+	if !a.OK {
+		return json.Marshal(v)
+	}
+	return a.B, nil
+}
 
 // Raw appends s as it is: punctuation and field names the caller wrote correctly.
 func (a *Buf) Raw(s string) { a.B = append(a.B, s...) }
