@@ -122,6 +122,8 @@ type Config struct {
 	testBeforeTaskDone func(job string, task int) error
 	// testMaxCachedShards, when positive, replaces maxCachedShards.
 	testMaxCachedShards int
+	// testMaxCachedEntries, when positive, replaces maxCachedEntries.
+	testMaxCachedEntries int
 }
 
 func (c *Config) setDefaults() error {

@@ -58,4 +58,24 @@ func TestMergePrefetch(t *testing.T) {
 	if len(r.cache) != 0 || r.evictions != 1 {
 		t.Errorf("overfilling merge: cache %v, evictions %d; want an emptied cache after one eviction", r.cache, r.evictions)
 	}
+
+	// Entries that would overfill the cache, in fewer customers than its bound.
+	r = run()
+	r.w.cfg.testMaxCachedEntries = 3
+	r.cache["a"], r.cachedEntries = known("task"), 1
+	if err := r.merge(ctx, fetched(0, map[string]map[string]snapshot.Known{"c": {"r1": {}, "r2": {}, "r3": {}}})); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.cache) != 0 || r.evictions != 1 || r.cachedEntries != 0 {
+		t.Errorf("merge over the entry bound: cache %v, %d entries counted, evictions %d; want an emptied cache after one eviction",
+			r.cache, r.cachedEntries, r.evictions)
+	}
+	r = run()
+	r.w.cfg.testMaxCachedEntries = 3
+	if err := r.merge(ctx, fetched(0, map[string]map[string]snapshot.Known{"c": {"r1": {}, "r2": {}}})); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.cache) != 1 || r.cachedEntries != 2 {
+		t.Errorf("merge within the entry bound: cache %v, %d entries counted; want c kept, 2 counted", r.cache, r.cachedEntries)
+	}
 }

@@ -292,6 +292,9 @@ type taskRun struct {
 	bytes int
 	cache map[string]map[string]snapshot.Known // customer's dedup key (snapshot.Shard) → ref → known
 	dirty map[string]bool
+	// cachedEntries counts the entries in cache, bounded by maxEntries as its customers are
+	// bounded by maxShards.
+	cachedEntries int
 	// evictions counts how often cache was written back and emptied; a prefetch begun before
 	// one is not merged (its shards may be older than what was written).
 	evictions int
@@ -612,7 +615,13 @@ func (r *taskRun) merge(ctx context.Context, p *prefetch) error {
 	if p.evictions != r.evictions {
 		return nil
 	}
-	if len(r.cache)+len(p.shards) > r.maxShards() {
+	entries := 0
+	for k, m := range p.shards {
+		if _, ok := r.cache[k]; !ok {
+			entries += len(m)
+		}
+	}
+	if len(r.cache)+len(p.shards) > r.maxShards() || r.cachedEntries+entries > r.maxEntries() {
 		return r.evict(ctx)
 	}
 	for k, m := range p.shards {
@@ -620,6 +629,7 @@ func (r *taskRun) merge(ctx context.Context, p *prefetch) error {
 			r.cache[k] = m
 		}
 	}
+	r.cachedEntries += entries
 	return nil
 }
 
@@ -762,7 +772,7 @@ func (r *taskRun) shard(ctx context.Context, key string) (map[string]snapshot.Kn
 	if r.w.deps.Records == nil {
 		return map[string]snapshot.Known{}, nil
 	}
-	if len(r.cache) >= r.maxShards() {
+	if len(r.cache) >= r.maxShards() || r.cachedEntries >= r.maxEntries() {
 		if err := r.evict(ctx); err != nil {
 			return nil, err
 		}
@@ -772,6 +782,7 @@ func (r *taskRun) shard(ctx context.Context, key string) (map[string]snapshot.Kn
 		return nil, err
 	}
 	r.cache[key] = m
+	r.cachedEntries += len(m)
 	return m, nil
 }
 
@@ -780,13 +791,25 @@ func (r *taskRun) evict(ctx context.Context) error {
 	if err := r.saveCache(ctx); err != nil {
 		return err
 	}
-	r.cache, r.dirty = map[string]map[string]snapshot.Known{}, map[string]bool{}
+	r.cache, r.dirty, r.cachedEntries = map[string]map[string]snapshot.Known{}, map[string]bool{}, 0
 	r.evictions++
 	return nil
 }
 
-// maxCachedShards bounds the customers whose dedup-cache entries a task holds in memory.
-const maxCachedShards = 4096
+// maxCachedShards bounds the customers whose dedup-cache entries a task holds in memory, and
+// maxCachedEntries those entries (about 500 bytes each in memory): with one cache key per
+// customer, a few thousand large customers would otherwise hold gigabytes.
+const (
+	maxCachedShards  = 4096
+	maxCachedEntries = 1 << 18
+)
+
+func (r *taskRun) maxEntries() int {
+	if n := r.w.cfg.testMaxCachedEntries; n > 0 {
+		return n
+	}
+	return maxCachedEntries
+}
 
 func (r *taskRun) maxShards() int {
 	if n := r.w.cfg.testMaxCachedShards; n > 0 {
@@ -881,6 +904,9 @@ func (r *taskRun) settle(ctx context.Context) error {
 		r.man.Entries = append(r.man.Entries, e)
 		shard := snapshot.Shard(j.Class, e.Customer)
 		if m, err := r.shard(ctx, shard); err == nil {
+			if _, ok := m[e.Ref]; !ok {
+				r.cachedEntries++
+			}
 			m[e.Ref] = snapshot.Known{Digest: e.Digest, Pack: e.Pack, Item: e.Item, Job: j.ID}
 			r.dirty[shard] = true
 		}

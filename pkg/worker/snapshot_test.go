@@ -332,12 +332,18 @@ func TestSnapshotFullAndIncremental(t *testing.T) {
 	}
 }
 
-// TestSnapshotDedupCacheEvictions: with room for two dedup-cache shards, a task writes the cache
-// back and empties it over and over, both when the next batch's fetched shards would overfill it
-// and while records are added. Nothing fetched before an eviction is used after it, so a second
-// full snapshot still finds every unchanged record, uploads only the changed one, and restores.
+// TestSnapshotDedupCacheEvictions: with room for two customers' dedup-cache entries, or for ten
+// entries, a task writes the cache back and empties it over and over, both when the next batch's
+// fetched entries would overfill it and while records are added. Nothing fetched before an
+// eviction is used after it, so a second full snapshot still finds every unchanged record,
+// uploads only the changed one, and restores.
 func TestSnapshotDedupCacheEvictions(t *testing.T) {
-	sb := setupSnapshots(t, func(c *Config) { c.testMaxCachedShards = 2 })
+	t.Run("customers", func(t *testing.T) { dedupCacheEvictions(t, func(c *Config) { c.testMaxCachedShards = 2 }) })
+	t.Run("entries", func(t *testing.T) { dedupCacheEvictions(t, func(c *Config) { c.testMaxCachedEntries = 10 }) })
+}
+
+func dedupCacheEvictions(t *testing.T, bound func(*Config)) {
+	sb := setupSnapshots(t, bound)
 	// 900 records in 3 tasks: each task reads more than one batch (readAhead), so a batch's
 	// shards are fetched while the task evicts for the batch before.
 	sb.pg.exec(`INSERT INTO items (customer_id, key, value)
