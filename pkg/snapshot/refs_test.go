@@ -24,7 +24,7 @@ func TestItemRefsKeptPerClassAndForgottenOnErasure(t *testing.T) {
 	if err := r.StoreRefs(t.Context(), "critical", other, snapshot.ItemRefs{"item-9": "pref9"}); err != nil {
 		t.Fatal(err)
 	}
-	shard := snapshot.Shard("critical", cust)
+	shard := snapshot.CacheKey("critical", cust)
 	if err := r.Store(t.Context(), shard, map[string]snapshot.Known{"pref1": {Digest: "d"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -57,12 +57,12 @@ func OpenRecords(ctx context.Context, js jetstream.JetStream, replicas int) (*Re
 	return &Records{kv: kv}, nil
 }
 
-// Shard is the cache key of a customer's entries in a class: one key-value entry per customer,
+// CacheKey is the key of a customer's entries in a class: one key-value entry per customer,
 // so a snapshot reads and writes each customer's cache once. Earlier layouts spread a customer
 // over 16 entries by the first hex digit of the record ref; with 20 records to a customer that
 // was about 12 reads and 12 writes each, which the broker's CPU paid for on every snapshot.
 // A customer whose entries do not fit one value is still split that way, by Store; Load follows.
-func Shard(class, customer string) string {
+func CacheKey(class, customer string) string {
 	return hex.EncodeToString([]byte(class)) + "." + customer + ".all"
 }
 
@@ -73,7 +73,7 @@ var splitMarker = []byte("split")
 // digits are the sub-keys of a split customer: the first hex digit of the ref after its "p".
 const digits = "0123456789abcdef"
 
-// digitKey is the sub-key of shard (a Shard key) holding refs whose digit is d.
+// digitKey is the sub-key of shard (a CacheKey) holding refs whose digit is d.
 func digitKey(shard string, d byte) string {
 	return strings.TrimSuffix(shard, ".all") + "." + string(d)
 }

@@ -55,7 +55,7 @@ func TestDedupCacheIsOneEntryPerCustomerAndSplitsWhenLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	const cust = "p0123456789abcdef0123456789abcdef"
-	shard := snapshot.Shard("critical", cust)
+	shard := snapshot.CacheKey("critical", cust)
 
 	small := known(20, "a")
 	if err := r.Store(ctx, shard, small); err != nil {

@@ -290,7 +290,7 @@ type taskRun struct {
 	items []pack.Item
 	refs  []snapshot.Entry // entries of items, filled in when their pack is written
 	bytes int
-	cache map[string]map[string]snapshot.Known // customer's dedup key (snapshot.Shard) → ref → known
+	cache map[string]map[string]snapshot.Known // customer's dedup key (snapshot.CacheKey) → ref → known
 	dirty map[string]bool
 	// cachedEntries counts the entries in cache, bounded by maxEntries as its customers are
 	// bounded by maxShards.
@@ -534,7 +534,7 @@ type prefetch struct {
 // startPrefetch fetches, in the background, the data keys of batch's customers that r.deks
 // lacks (in one pipelined batch, keys.DataKeys; a destroyed customer maps to nil, as prepare
 // expects) and then the dedup-cache shards of its records that r.cache lacks, shardsInFlight at
-// a time (one per customer, see snapshot.Shard). What to fetch is decided here on
+// a time (one per customer, see snapshot.CacheKey). What to fetch is decided here on
 // the task's goroutine; the fetching goroutine touches nothing of r's, and merge adds what it
 // got.
 func (r *taskRun) startPrefetch(ctx context.Context, batch readBatch) *prefetch {
@@ -557,7 +557,7 @@ func (r *taskRun) startPrefetch(ctx context.Context, batch readBatch) *prefetch 
 		if deps.Records == nil || ref == "" || rec.Deleted || (known && dek == nil) {
 			continue // no cache, malformed, a tombstone (listed without the cache) or erased
 		}
-		shard := snapshot.Shard(r.job.Class, pseudo)
+		shard := snapshot.CacheKey(r.job.Class, pseudo)
 		if _, ok := r.cache[shard]; !ok {
 			shards = append(shards, shardOf{pseudo, shard})
 		}
@@ -723,7 +723,7 @@ func (r *taskRun) prepare(ctx context.Context, rec source.Record, ids recordIDs)
 	if digest == "" { // a streamed record: its bytes were read just now
 		digest = contentDigest(w.deps.Pseudonyms, pseudo, data)
 	}
-	shard := snapshot.Shard(j.Class, pseudo)
+	shard := snapshot.CacheKey(j.Class, pseudo)
 	known, err := r.shard(ctx, shard)
 	if err != nil {
 		return nil, err
@@ -902,7 +902,7 @@ func (r *taskRun) settle(ctx context.Context) error {
 	for _, e := range p.refs {
 		e.Pack, e.Item = built.Manifest.Pack, byID[e.Item.ID]
 		r.man.Entries = append(r.man.Entries, e)
-		shard := snapshot.Shard(j.Class, e.Customer)
+		shard := snapshot.CacheKey(j.Class, e.Customer)
 		if m, err := r.shard(ctx, shard); err == nil {
 			if _, ok := m[e.Ref]; !ok {
 				r.cachedEntries++
