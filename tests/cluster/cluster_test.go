@@ -112,6 +112,39 @@ func consumerState(ctx context.Context, js jetstream.JetStream) string {
 		info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, leader)
 }
 
+// streamStates is, for a failure message, how each running server sees every Custos stream:
+// its leader and each replica's state. A worker waiting on a stream that has no leader, or whose
+// followers never caught up, shows here.
+func streamStates(srvs []*server.Server) string {
+	var b strings.Builder
+	for _, s := range srvs {
+		if !s.Running() {
+			continue
+		}
+		jsz, err := s.Jsz(&server.JSzOptions{Accounts: true, Streams: true, RaftGroups: true})
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", s.Name(), err)
+			continue
+		}
+		for _, acc := range jsz.AccountDetails {
+			for _, st := range acc.Streams {
+				if !broker.Owned(st.Name) {
+					continue
+				}
+				fmt.Fprintf(&b, "%s sees %s (raft %s):", s.Name(), st.Name, st.RaftGroup)
+				if st.Cluster != nil {
+					fmt.Fprintf(&b, " leader %q", st.Cluster.Leader)
+					for _, r := range st.Cluster.Replicas {
+						fmt.Fprintf(&b, " [%s current=%v offline=%v lag=%d active=%s]", r.Name, r.Current, r.Offline, r.Lag, r.Active)
+					}
+				}
+				b.WriteString("\n")
+			}
+		}
+	}
+	return b.String()
+}
+
 func TestThreeReplicasSurviveANodeLoss(t *testing.T) { nodeLoss(t, false) }
 
 // The node goes while the worker is still starting: it opens its buckets and watchers through
@@ -269,7 +302,7 @@ worker:
 				w.Process.Signal(syscall.SIGQUIT) //nolint:errcheck // a diagnostic
 				time.Sleep(2 * time.Second)
 				b, _ := os.ReadFile(logf.Name())
-				t.Fatalf("events not settled (consumer: %s):\n%s", state, b)
+				t.Fatalf("events not settled (consumer: %s):\nstreams:\n%s\nworker:\n%s", state, streamStates(srvs), b)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
