@@ -28,7 +28,8 @@ type StreamsConfig struct {
 	MaxAge time.Duration
 	// DLQMaxAge of CUSTOS_DLQ; 0 means DefaultDLQMaxAge.
 	DLQMaxAge time.Duration
-	// Replicas of both streams (1, 3 or 5); 0 means 1 (single server). Use 3 in a cluster.
+	// Replicas of both streams (1, 3 or 5). 0 creates a stream with 1 (single server) and leaves
+	// an existing stream's as they are. Use 3 in a cluster.
 	Replicas int
 	// MaxBytes bounds each stream's storage; 0 means unlimited.
 	MaxBytes int64
@@ -83,10 +84,18 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 // ApplyStreams creates the two streams or updates them to cfg (custos setup, as admin). A
 // stream's retention cannot change in place: a CUSTOS_EVENTS made before work-queue retention
 // keeps limits retention (and so keeps acknowledged bodies until MaxAge) until it is recreated.
+// An existing stream keeps its replicas unless cfg.Replicas is set: running setup again, as
+// after an upgrade, must not take a cluster's three copies down to one.
 func ApplyStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
 	for _, sc := range []jetstream.StreamConfig{cfg.EventsStreamConfig(), cfg.DLQStreamConfig()} {
-		if s, err := js.Stream(ctx, sc.Name); err == nil && s.CachedInfo().Config.Retention != sc.Retention {
-			sc.Retention = s.CachedInfo().Config.Retention
+		if s, err := js.Stream(ctx, sc.Name); err == nil {
+			have := s.CachedInfo().Config
+			if have.Retention != sc.Retention {
+				sc.Retention = have.Retention
+			}
+			if cfg.Replicas <= 0 {
+				sc.Replicas = have.Replicas
+			}
 		}
 		if _, err := broker.Apply(ctx, js, sc); err != nil {
 			return err

@@ -217,6 +217,9 @@ worker:
 	if out := run("setup", "--replicas", "3"); !strings.Contains(out, "every stream has 3 current replicas") {
 		t.Fatalf("setup did not wait for the copies:\n%s", out)
 	}
+	// Setup run again without --replicas, as after an upgrade, leaves every stream's copies as
+	// they are.
+	run("setup")
 	// Setup returns once the cluster has copied every stream: each has a leader and two
 	// current followers, so the server stopped below may be any of them.
 	n := 0
@@ -231,7 +234,7 @@ worker:
 		}
 		info := s.CachedInfo()
 		if r := info.Config.Replicas; r != 3 {
-			t.Errorf("stream %s has %d replicas after setup --replicas 3", name, r)
+			t.Errorf("stream %s has %d replicas after setup --replicas 3 and a plain setup", name, r)
 		}
 		if info.Cluster == nil {
 			t.Errorf("stream %s after setup: no cluster information", name)
