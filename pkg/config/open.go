@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/custos-dev/custos/pkg/broker"
 	"github.com/custos-dev/custos/pkg/catalog"
 	"github.com/custos-dev/custos/pkg/keys"
 	"github.com/custos-dev/custos/pkg/natsauth"
@@ -33,8 +34,21 @@ type Parts struct {
 	Records   *snapshot.Records
 }
 
+// OpenOption changes how Open opens the parts.
+type OpenOption func(*openOptions)
+
+type openOptions struct{ replicas int }
+
+// WithReplicas makes Open, and everything later opened through Parts.JS, create streams and
+// buckets with n replicas (broker.Replicated): `custos setup --replicas n` on a new cluster.
+func WithReplicas(n int) OpenOption { return func(o *openOptions) { o.replicas = n } }
+
 // Open connects to NATS, loads the key file, opens the key store, the catalog and the targets.
-func (c *Config) Open(ctx context.Context, name string, log *slog.Logger) (*Parts, error) {
+func (c *Config) Open(ctx context.Context, name string, log *slog.Logger, options ...OpenOption) (*Parts, error) {
+	var o openOptions
+	for _, opt := range options {
+		opt(&o)
+	}
 	p := &Parts{}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -57,6 +71,7 @@ func (c *Config) Open(ctx context.Context, name string, log *slog.Logger) (*Part
 	if p.JS, err = jetstream.New(p.NC); err != nil {
 		return fail(err)
 	}
+	p.JS = broker.Replicated(p.JS, o.replicas)
 	if p.KMS, err = c.OpenKeyring(ctx, c.Keys.Create); err != nil {
 		return fail(err)
 	}

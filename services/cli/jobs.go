@@ -14,13 +14,13 @@ import (
 	"github.com/custos-dev/custos/pkg/source"
 )
 
-func openParts(cmd *cobra.Command, name string) (*config.Parts, error) {
+func openParts(cmd *cobra.Command, name string, opts ...config.OpenOption) (*config.Parts, error) {
 	cfgPath, _ := cmd.Flags().GetString("config")
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return nil, err
 	}
-	return open(cmd.Context(), cfg, name)
+	return open(cmd.Context(), cfg, name, opts...)
 }
 
 func jobsCmd() *cobra.Command {

@@ -34,7 +34,9 @@ current, so that losing one server right away loses nothing and blocks nothing.`
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			parts, err := openParts(cmd, "custos-setup") // keys, index, repairs, snapshots, records
+			// With --replicas, what does not exist yet is created with its copies (broker.Replicated);
+			// SetReplicas below changes what existed before.
+			parts, err := openParts(cmd, "custos-setup", config.WithReplicas(replicas)) // keys, index, repairs, snapshots, records
 			if err != nil {
 				return err
 			}

@@ -214,8 +214,14 @@ worker:
 		}
 		return string(out)
 	}
-	if out := run("setup", "--replicas", "3"); !strings.Contains(out, "every stream has 3 current replicas") {
-		t.Fatalf("setup did not wait for the copies:\n%s", out)
+	setupOut := run("setup", "--replicas", "3")
+	if !strings.Contains(setupOut, "every stream has 3 current replicas") {
+		t.Fatalf("setup did not wait for the copies:\n%s", setupOut)
+	}
+	// On a new cluster every stream is created with its three copies; none is grown from one
+	// (setup names each stream it changes).
+	if strings.Contains(setupOut, ": 3 replicas\n") {
+		t.Errorf("setup grew streams created with one replica:\n%s", setupOut)
 	}
 	// Setup run again without --replicas, as after an upgrade, leaves every stream's copies as
 	// they are.
