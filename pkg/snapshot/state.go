@@ -90,8 +90,11 @@ func digitOf(ref string) byte {
 // fatal: those records are uploaded again.
 func (r *Records) Load(ctx context.Context, shard string) (map[string]Known, error) {
 	b, err := r.get(ctx, shard)
-	if err != nil || !bytes.Equal(b, splitMarker) {
-		return decodeKnown(b), err
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(b, splitMarker) {
+		return decodeKnown(b), nil
 	}
 	m := map[string]Known{}
 	for i := range len(digits) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/custos-dev/custos/pkg/internal/natstest"
 	"github.com/custos-dev/custos/pkg/snapshot"
 )
 
@@ -77,5 +78,42 @@ func TestMergePrefetch(t *testing.T) {
 	}
 	if len(r.cache) != 1 || r.cachedEntries != 2 {
 		t.Errorf("merge within the entry bound: cache %v, %d entries counted; want c kept, 2 counted", r.cache, r.cachedEntries)
+	}
+}
+
+// A task that holds as many cache entries as it may writes the cache back and empties it before
+// it loads another customer's, and the entries it wrote back are what the next load reads.
+func TestShardEvictsAtTheEntryBound(t *testing.T) {
+	ctx := context.Background()
+	ns := natstest.Start(t)
+	records, err := snapshot.OpenRecords(ctx, ns.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &taskRun{w: &Worker{deps: Deps{Records: records}, cfg: Config{testMaxCachedEntries: 3}},
+		cache: map[string]map[string]snapshot.Known{}, dirty: map[string]bool{}}
+	a, b := snapshot.CacheKey("critical", "pa"), snapshot.CacheKey("critical", "pb")
+	m, err := r.shard(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"p1", "p2", "p3"} {
+		m[ref] = snapshot.Known{Digest: ref}
+		r.cachedEntries++
+	}
+	r.dirty[a] = true
+	if _, err := r.shard(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if r.evictions != 1 || len(r.cache) != 1 || r.cachedEntries != 0 {
+		t.Fatalf("after loading a second customer at the bound: %d evictions, %d customers, %d entries; want 1, 1 (the new one), 0",
+			r.evictions, len(r.cache), r.cachedEntries)
+	}
+	got, err := records.Load(ctx, a)
+	if err != nil || len(got) != 3 || got["p2"].Digest != "p2" {
+		t.Fatalf("the evicted customer's entries as stored: %v, %v; want the 3 the task held", got, err)
+	}
+	if m, err = r.shard(ctx, a); err != nil || len(m) != 3 || r.cachedEntries != 3 {
+		t.Fatalf("reloaded: %d entries, %d counted, %v; want 3 and 3", len(m), r.cachedEntries, err)
 	}
 }
