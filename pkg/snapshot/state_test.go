@@ -122,3 +122,35 @@ func TestDedupCacheIsOneEntryPerCustomerAndSplitsWhenLarge(t *testing.T) {
 		t.Fatalf("Load with an old-layout key only = %v, %v; want nothing", got, err)
 	}
 }
+
+// A digit key that would itself pass the size limit is stored empty: those records are
+// uploaded again, and Load neither fails nor returns entries of an older split.
+func TestDedupCacheDigitTooLargeIsStoredEmpty(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx := t.Context()
+	r, err := snapshot.OpenRecords(ctx, ns.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cust = "p0123456789abcdef0123456789abcdef"
+	key := snapshot.CacheKey("critical", cust)
+	big := known(6000, "b") // spread over the 16 digits
+	if err := r.Store(ctx, key, big); err != nil {
+		t.Fatal(err)
+	}
+	skewed := map[string]snapshot.Known{}
+	for ref, k := range known(6000, "c") {
+		skewed["p0"+ref[2:]] = k // every ref in digit 0: about 1.4 MB there
+	}
+	skewed["p1ffff"] = snapshot.Known{Digest: "kept"}
+	if err := r.Store(ctx, key, skewed); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Load(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got["p1ffff"].Digest != "kept" {
+		t.Fatalf("Load = %d entries; want only the one outside the oversized digit", len(got))
+	}
+}
