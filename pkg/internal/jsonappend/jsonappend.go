@@ -38,7 +38,7 @@ func (a *Buf) Raw(s string) { a.B = append(a.B, s...) }
 
 // Str appends s as a JSON string, or clears OK when encoding/json would escape any of it.
 func (a *Buf) Str(s string) {
-	if !Plain(s) {
+	if !plain(s) {
 		a.OK = false
 		return
 	}
@@ -60,9 +60,9 @@ func (a *Buf) Time(t time.Time) {
 	a.B = append(a.B, '"')
 }
 
-// Plain reports whether encoding/json writes s between quotes unchanged: printable ASCII other
+// plain reports whether encoding/json writes s between quotes unchanged: printable ASCII other
 // than the quote, the backslash and the characters it escapes for HTML (<, >, &).
-func Plain(s string) bool {
+func plain(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
